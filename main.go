@@ -1,0 +1,519 @@
+// Command oauthd is a single-binary OAuth 2 authorization server for small self-hosted
+// instances: one command, one SQLite file, embedded pages.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv))
+}
+
+// run dispatches a command line; it returns the process exit code (2 for usage errors).
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
+	var err error
+	switch {
+	case len(args) > 0 && args[0] == "user":
+		err = runUser(ctx, args[1:], stdin, stdout, stderr, getenv)
+	case len(args) > 0 && args[0] == "client":
+		err = runClient(ctx, args[1:], stdout, stderr, getenv)
+	case len(args) > 0 && (args[0] == "help" || args[0] == "-h" || args[0] == "--help"):
+		fmt.Fprint(stdout, usage)
+		return 0
+	case len(args) > 0 && !strings.HasPrefix(args[0], "-"):
+		err = usageError("unknown command %q", args[0])
+	default:
+		var cfg config
+		var log *slog.Logger
+		if cfg, log, err = serveConfig(args, stderr, getenv); err == nil {
+			ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			err = serve(ctx, cfg, log, nil)
+		}
+	}
+	var ue usageErr
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "oauthd: %v\nrun 'oauthd help' for usage\n", err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "oauthd: %v\n", err)
+		return 1
+	}
+}
+
+const usage = `oauthd: a single-binary OAuth 2 authorization server.
+
+  oauthd [-addr 127.0.0.1:8080] [-db oauthd.db] [-issuer URL] [-log-level info] ...
+                               serve (oauthd -h lists every flag)
+  oauthd user add [-db PATH] [-admin] NAME     add a user (password on stdin)
+  oauthd user list|del NAME|passwd NAME [-db PATH]
+  oauthd client add -name NAME -redirect-uri URI [-redirect-uri URI ...] [-public] [-scope "a b"] [-description TEXT]
+  oauthd client list | del ID | rotate-secret ID    (each takes -db PATH)
+
+Configuration flags can also come from OAUTHD_<FLAG> (e.g. OAUTHD_ADDR, OAUTHD_DB); a flag on
+the command line wins.
+`
+
+// usageErr is a command-line mistake (exit status 2).
+type usageErr struct{ msg string }
+
+func (e usageErr) Error() string { return e.msg }
+
+func usageError(format string, args ...any) error { return usageErr{fmt.Sprintf(format, args...)} }
+
+// parseFlags parses args into fs; configuration flags not given on the command line are then
+// taken from OAUTHD_<FLAG> (dashes as underscores), so the command line wins.
+func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string, envFlags ...string) error {
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError("%v", err)
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for _, name := range envFlags {
+		key := "OAUTHD_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+		if v := getenv(key); v != "" && !set[name] {
+			if err := fs.Set(name, v); err != nil {
+				return usageError("%s=%q: %v", key, v, err)
+			}
+		}
+	}
+	return nil
+}
+
+// serveConfig reads the server's flags (and their OAUTHD_* variables) and builds its logger.
+func serveConfig(args []string, stderr io.Writer, getenv func(string) string) (config, *slog.Logger, error) {
+	cfg := defaultConfig()
+	fs := flag.NewFlagSet("oauthd", flag.ContinueOnError)
+	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "address to listen on")
+	fs.StringVar(&cfg.DB, "db", cfg.DB, "path of the SQLite database")
+	fs.StringVar(&cfg.Issuer, "issuer", "", "issuer URL, the exact `iss` everywhere (default http://<addr>)")
+	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn or error")
+	fs.DurationVar(&cfg.TokenTTL, "token-ttl", cfg.TokenTTL, "access token lifetime (expires_in)")
+	fs.DurationVar(&cfg.RefreshTTL, "refresh-ttl", cfg.RefreshTTL, "refresh token lifetime")
+	fs.DurationVar(&cfg.RefreshGrace, "refresh-grace", cfg.RefreshGrace, "how long a just-rotated refresh token still returns the same successor")
+	fs.DurationVar(&cfg.SessionTTL, "session-ttl", cfg.SessionTTL, "browser login session lifetime")
+	fs.DurationVar(&cfg.PurgeInterval, "purge-interval", cfg.PurgeInterval, "how often expired codes, tokens and sessions are deleted")
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	if err := parseFlags(fs, args, getenv, names...); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stderr, usage, "\nServer flags:\n")
+			fs.SetOutput(stderr)
+			fs.PrintDefaults()
+		}
+		return cfg, nil, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, nil, usageError("unexpected argument %q", fs.Arg(0))
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		return cfg, nil, usageError("-log-level %q: want debug, info, warn or error", cfg.LogLevel)
+	}
+	for name, d := range map[string]time.Duration{"token-ttl": cfg.TokenTTL, "refresh-ttl": cfg.RefreshTTL, "session-ttl": cfg.SessionTTL, "purge-interval": cfg.PurgeInterval} {
+		if d < time.Second {
+			return cfg, nil, usageError("-%s must be at least 1s", name)
+		}
+	}
+	if cfg.RefreshGrace < 0 {
+		return cfg, nil, usageError("-refresh-grace must not be negative")
+	}
+	if cfg.Issuer == "" {
+		cfg.Issuer = "http://" + cfg.Addr
+	}
+	iss, err := normalizeIssuer(cfg.Issuer)
+	if err != nil {
+		return cfg, nil, usageError("-issuer: %v", err)
+	}
+	cfg.Issuer = iss
+	return cfg, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})), nil
+}
+
+// serve runs the server until ctx ends, then shuts down gracefully: in-flight requests finish
+// and the database is closed. ln may be nil (listen on cfg.Addr).
+func serve(ctx context.Context, cfg config, log *slog.Logger, ln net.Listener) error {
+	st, err := openStore(ctx, cfg.DB)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	s, err := newServer(ctx, cfg, st, log)
+	if err != nil {
+		return err
+	}
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+			return err
+		}
+	}
+	srv := &http.Server{
+		Handler:           s.routes(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("oauthd listening", "issuer", s.cfg.Issuer, "addr", ln.Addr().String(), "db", cfg.DB)
+	if n, err := st.countUsers(ctx); err != nil {
+		return err
+	} else if n == 0 {
+		log.Warn("no users yet: create the first (admin) account at this one-time URL, or use 'oauthd user add'",
+			"setup_url", s.cfg.Issuer+"/setup?token="+s.newSetupToken())
+	}
+	purgeDone := make(chan struct{})
+	go func() {
+		defer close(purgeDone)
+		s.purgeLoop(ctx)
+	}()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		<-purgeDone
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	<-purgeDone
+	if err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// purgeLoop deletes expired rows every PurgeInterval until ctx ends.
+func (s *server) purgeLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.PurgeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n, err := s.store.purge(ctx, s.now(), s.cfg.RefreshGrace)
+			if err != nil && ctx.Err() == nil {
+				s.log.Error("purging expired rows failed", "cause", err)
+			} else if n > 0 {
+				s.log.Debug("purged expired rows", "rows", n)
+			}
+		}
+	}
+}
+
+// subcommandFlags starts a subcommand's flag set with -db (also OAUTHD_DB).
+func subcommandFlags(name string) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	db := fs.String("db", defaultConfig().DB, "path of the SQLite database")
+	return fs, db
+}
+
+// printJSON writes one JSON object on its own line.
+func printJSON(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
+
+// runUser is `oauthd user add|list|del|passwd`.
+func runUser(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) error {
+	if len(args) == 0 {
+		return usageError("user: want add, list, del or passwd")
+	}
+	fs, db := subcommandFlags("user " + args[0])
+	admin := false
+	if args[0] == "add" {
+		fs.BoolVar(&admin, "admin", false, "make the user an administrator")
+	}
+	if err := parseFlags(fs, args[1:], getenv, "db"); err != nil {
+		return err
+	}
+	nargs := map[string]int{"add": 1, "list": 0, "del": 1, "passwd": 1}
+	want, ok := nargs[args[0]]
+	if !ok {
+		return usageError("user: unknown command %q (want add, list, del or passwd)", args[0])
+	}
+	if fs.NArg() != want {
+		return usageError("user %s takes %d argument(s) after its flags, got %d", args[0], want, fs.NArg())
+	}
+	st, err := openStore(ctx, *db)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	name := fs.Arg(0)
+	switch args[0] {
+	case "add":
+		pw, err := readPassword(stdin, stderr)
+		if err != nil {
+			return err
+		}
+		u, err := newUser(name, pw, admin, defaultPBKDF2Iter, time.Now())
+		if err != nil {
+			return err
+		}
+		if err := st.createUser(ctx, u); errors.Is(err, errExists) {
+			return fmt.Errorf("user %q already exists", name)
+		} else if err != nil {
+			return err
+		}
+		return printJSON(stdout, userJSON(u))
+	case "list":
+		us, err := st.listUsers(ctx)
+		if err != nil {
+			return err
+		}
+		for _, u := range us {
+			if err := printJSON(stdout, userJSON(u)); err != nil {
+				return err
+			}
+		}
+		return nil
+	case "del":
+		if err := st.deleteUser(ctx, name); errors.Is(err, errNotFound) {
+			return fmt.Errorf("no user %q", name)
+		} else if err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "deleted user %s with their sessions, consents and tokens\n", name)
+		return nil
+	default: // passwd
+		if _, err := st.userByName(ctx, name); errors.Is(err, errNotFound) {
+			return fmt.Errorf("no user %q", name)
+		} else if err != nil {
+			return err
+		}
+		pw, err := readPassword(stdin, stderr)
+		if err != nil {
+			return err
+		}
+		if err := validPassword(pw); err != nil {
+			return err
+		}
+		h, err := hashPassword(pw, defaultPBKDF2Iter)
+		if err != nil {
+			return err
+		}
+		if err := st.setPassword(ctx, name, h); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "password of %s changed; their sessions are ended\n", name)
+		return nil
+	}
+}
+
+// userJSON is a user as the CLI prints it: never the password hash.
+func userJSON(u user) map[string]any {
+	return map[string]any{"username": u.Username, "sub": u.Sub, "admin": u.Admin, "created_at": u.CreatedAt}
+}
+
+// readPassword reads one line: a hidden prompt (asked twice) on a terminal, else stdin as is.
+func readPassword(stdin io.Reader, stderr io.Writer) (string, error) {
+	if f, ok := stdin.(*os.File); ok && isTerminal(f) {
+		fmt.Fprint(stderr, "Password: ")
+		p1, err := readHidden(f)
+		fmt.Fprintln(stderr)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprint(stderr, "Password again: ")
+		p2, err := readHidden(f)
+		fmt.Fprintln(stderr)
+		if err != nil {
+			return "", err
+		}
+		if p1 != p2 {
+			return "", errors.New("the passwords differ")
+		}
+		return p1, nil
+	}
+	line, err := bufio.NewReader(io.LimitReader(stdin, 4096)).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", err
+	}
+	line = strings.TrimRight(line, "\r\n")
+	if line == "" {
+		return "", errors.New("no password on standard input (one line expected)")
+	}
+	return line, nil
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, " ") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
+// clientJSON is a client as the CLI prints it; the secret only when just created.
+type clientJSON struct {
+	ClientID     string   `json:"client_id"`
+	ClientSecret string   `json:"client_secret,omitempty"`
+	Name         string   `json:"name"`
+	Description  string   `json:"description,omitempty"`
+	RedirectURIs []string `json:"redirect_uris"`
+	Scope        string   `json:"scope"`
+	Public       bool     `json:"public"`
+	CreatedAt    int64    `json:"created_at,omitempty"`
+}
+
+func toClientJSON(c client, secret string) clientJSON {
+	return clientJSON{ClientID: c.ID, ClientSecret: secret, Name: c.Name, Description: c.Description,
+		RedirectURIs: c.RedirectURIs, Scope: strings.Join(c.Scopes, " "), Public: c.Public, CreatedAt: c.CreatedAt}
+}
+
+// runClient is `oauthd client add|list|del|rotate-secret`.
+func runClient(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	if len(args) == 0 {
+		return usageError("client: want add, list, del or rotate-secret")
+	}
+	fs, db := subcommandFlags("client " + args[0])
+	var name, scope, description string
+	var public bool
+	var uris stringList
+	if args[0] == "add" {
+		fs.StringVar(&name, "name", "", "name shown on the consent page")
+		fs.Var(&uris, "redirect-uri", "a redirect URI (repeat for several)")
+		fs.BoolVar(&public, "public", false, "public client (native or browser app, no secret, PKCE required)")
+		fs.StringVar(&scope, "scope", "", "space-separated scopes the client may ask for")
+		fs.StringVar(&description, "description", "", "description shown on the consent page")
+	}
+	if err := parseFlags(fs, args[1:], getenv, "db"); err != nil {
+		return err
+	}
+	nargs := map[string]int{"add": 0, "list": 0, "del": 1, "rotate-secret": 1}
+	want, ok := nargs[args[0]]
+	if !ok {
+		return usageError("client: unknown command %q (want add, list, del or rotate-secret)", args[0])
+	}
+	if fs.NArg() != want {
+		return usageError("client %s takes %d argument(s) after its flags, got %d", args[0], want, fs.NArg())
+	}
+	var c client
+	if args[0] == "add" {
+		var err error
+		if c, err = newClient(name, description, scope, uris, public); err != nil {
+			return usageError("client add: %v", err)
+		}
+	}
+	st, err := openStore(ctx, *db)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	id := fs.Arg(0)
+	switch args[0] {
+	case "add":
+		secret := ""
+		if !public {
+			secret = newSecret()
+			c.SecretHash = hashSecret(secret)
+		}
+		if err := st.createClient(ctx, c); err != nil {
+			return err
+		}
+		return printJSON(stdout, toClientJSON(c, secret))
+	case "list":
+		cs, err := st.listClients(ctx)
+		if err != nil {
+			return err
+		}
+		for _, c := range cs {
+			if err := printJSON(stdout, toClientJSON(c, "")); err != nil {
+				return err
+			}
+		}
+		return nil
+	case "del":
+		if err := st.deleteClient(ctx, id); errors.Is(err, errNotFound) {
+			return fmt.Errorf("no client %q", id)
+		} else if err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "deleted client %s with its consents, codes and tokens\n", id)
+		return nil
+	default: // rotate-secret
+		c, err := st.clientByID(ctx, id)
+		if errors.Is(err, errNotFound) {
+			return fmt.Errorf("no client %q", id)
+		} else if err != nil {
+			return err
+		}
+		if c.Public {
+			return fmt.Errorf("client %s is public: it has no secret", id)
+		}
+		secret := newSecret()
+		if err := st.setClientSecret(ctx, id, hashSecret(secret)); err != nil {
+			return err
+		}
+		return printJSON(stdout, map[string]string{"client_id": id, "client_secret": secret})
+	}
+}
+
+// newClient validates a client registration: a name, at least one valid redirect URI, and
+// scopes of legal characters.
+func newClient(name, description, scope string, uris []string, public bool) (client, error) {
+	name, description = strings.TrimSpace(name), strings.TrimSpace(description)
+	switch {
+	case name == "":
+		return client{}, errors.New("-name is required")
+	case len(name) > 200 || len(description) > 2000:
+		return client{}, errors.New("-name is limited to 200 and -description to 2000 bytes")
+	case len(uris) == 0:
+		return client{}, errors.New("at least one -redirect-uri is required")
+	}
+	for _, u := range uris {
+		if err := validateRedirectURI(u, public); err != nil {
+			return client{}, fmt.Errorf("-redirect-uri %q %v", u, err)
+		}
+	}
+	scopes, ok := parseScope(scope)
+	if !ok {
+		return client{}, fmt.Errorf("-scope %q has characters outside RFC 6749 §3.3", scope)
+	}
+	return client{ID: uuid.NewString(), Name: name, Description: description, RedirectURIs: normURIs(uris),
+		Scopes: scopes, Public: public, CreatedAt: time.Now().Unix()}, nil
+}
+
+// normURIs drops repeated redirect URIs, keeping their order.
+func normURIs(in []string) []string {
+	var out []string
+	for _, u := range in {
+		if !slices.Contains(out, u) {
+			out = append(out, u)
+		}
+	}
+	return out
+}

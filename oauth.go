@@ -1,0 +1,1017 @@
+package main
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// config is everything the server is told by flags.
+type config struct {
+	Addr          string        // listen address
+	DB            string        // path of the SQLite database
+	Issuer        string        // exact issuer identifier (no trailing slash)
+	LogLevel      string        // debug, info, warn or error
+	TokenTTL      time.Duration // access token lifetime (expires_in)
+	RefreshTTL    time.Duration // refresh token lifetime
+	RefreshGrace  time.Duration // how long a rotated refresh token still returns its successor
+	CodeTTL       time.Duration // authorization code lifetime
+	SessionTTL    time.Duration // browser session lifetime
+	PurgeInterval time.Duration // how often expired rows are deleted
+	PasswordIter  int           // PBKDF2 iterations for new password hashes
+}
+
+// defaultConfig holds the production defaults.
+func defaultConfig() config {
+	return config{
+		Addr:          "127.0.0.1:8080",
+		DB:            "oauthd.db",
+		LogLevel:      "info",
+		TokenTTL:      time.Hour,
+		RefreshTTL:    30 * 24 * time.Hour,
+		RefreshGrace:  10 * time.Second,
+		CodeTTL:       60 * time.Second,
+		SessionTTL:    24 * time.Hour,
+		PurgeInterval: time.Minute,
+		PasswordIter:  defaultPBKDF2Iter,
+	}
+}
+
+// server is the authorization server: its store, pages, clock and configuration.
+type server struct {
+	cfg     config
+	store   *store
+	log     *slog.Logger
+	now     func() time.Time
+	pages   map[string]*template.Template // page name -> base layout + page
+	csrfKey []byte                        // HMAC key of the per-form CSRF tokens
+	cop     *http.CrossOriginProtection
+	secure  bool // issuer is https: Secure and __Host- cookies
+
+	setupMu   sync.Mutex
+	setupHash []byte // SHA-256 of the one-time first-run setup token; nil when none
+
+	dummyOnce sync.Once
+	dummyHash string // a password hash checked for unknown users, so failures cost the same
+}
+
+// newServer builds a server over an open store.
+func newServer(ctx context.Context, cfg config, st *store, log *slog.Logger) (*server, error) {
+	iss, err := normalizeIssuer(cfg.Issuer)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Issuer = iss
+	key, err := st.secretSetting(ctx, "csrf_key")
+	if err != nil {
+		return nil, err
+	}
+	s := &server{
+		cfg:     cfg,
+		store:   st,
+		log:     log,
+		now:     time.Now,
+		pages:   parsePages(),
+		csrfKey: key,
+		cop:     http.NewCrossOriginProtection(),
+		secure:  strings.HasPrefix(iss, "https://"),
+	}
+	s.cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.errorPage(w, http.StatusForbidden, "Request refused", "This form was sent from another site. Go back to the page and try again.")
+	}))
+	return s, nil
+}
+
+// normalizeIssuer checks the issuer identifier (RFC 8414 §2: https URL, no query or
+// fragment) and drops a trailing slash so that `iss` is the same string everywhere.
+func normalizeIssuer(iss string) (string, error) {
+	u, err := url.Parse(iss)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", fmt.Errorf("issuer %q is not an http(s) URL", iss)
+	}
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return "", fmt.Errorf("issuer %q must not have a query, fragment or user info", iss)
+	}
+	if strings.TrimSuffix(u.Path, "/") != "" {
+		return "", fmt.Errorf("issuer %q has a path; oauthd serves from the root of its host", iss)
+	}
+	return u.Scheme + "://" + u.Host, nil
+}
+
+// routes is every URL the server answers.
+func (s *server) routes() http.Handler {
+	mux := http.NewServeMux()
+	// RFC 6749 protocol endpoints, at the MediaGoblin plugin's paths.
+	mux.HandleFunc("GET /oauth/authorize", s.handleAuthorize)
+	mux.Handle("POST /oauth/consent", s.form(s.handleConsent))
+	mux.HandleFunc("POST /oauth/access_token", s.handleToken)
+	mux.HandleFunc("POST /oauth/token", s.handleToken)
+	mux.HandleFunc("GET /oauth/access_token", s.handleTokenGet)
+	mux.HandleFunc("GET /oauth/token", s.handleTokenGet)
+	mux.HandleFunc("POST /oauth/introspect", s.handleIntrospect)
+	mux.HandleFunc("POST /oauth/revoke", s.handleRevoke)
+	mux.HandleFunc("GET /.well-known/oauth-authorization-server", s.handleMetadata)
+	// Pages for people.
+	mux.HandleFunc("GET /{$}", s.handleHome)
+	mux.HandleFunc("GET /login", s.handleLoginPage)
+	mux.Handle("POST /login", s.form(s.handleLogin))
+	mux.Handle("POST /logout", s.form(s.handleLogout))
+	mux.HandleFunc("GET /setup", s.handleSetupPage)
+	mux.Handle("POST /setup", s.form(s.handleSetup))
+	mux.HandleFunc("GET /static/style.css", s.handleStyle)
+	return s.headers(http.MaxBytesHandler(mux, maxBody))
+}
+
+// maxBody bounds every request body.
+const maxBody = 64 << 10
+
+// ---- errors
+
+// RFC 6749 §4.1.2.1 and §5.2 error codes (and RFC 7009 §2.2.1, OIDC Core §3.1.2.6).
+const (
+	errInvalidRequest          = "invalid_request"
+	errInvalidClient           = "invalid_client"
+	errInvalidGrant            = "invalid_grant"
+	errUnauthorizedClient      = "unauthorized_client"
+	errUnsupportedGrantType    = "unsupported_grant_type"
+	errUnsupportedResponseType = "unsupported_response_type"
+	errInvalidScope            = "invalid_scope"
+	errAccessDenied            = "access_denied"
+	errServerError             = "server_error"
+	errLoginRequired           = "login_required"
+	errConsentRequired         = "consent_required"
+)
+
+// oauthError is a protocol error: the client sees Code and Description; the log gets cause.
+type oauthError struct {
+	Code        string
+	Description string
+	Status      int
+	cause       error
+}
+
+func (e *oauthError) Error() string {
+	if e.cause != nil {
+		return e.Code + ": " + e.Description + ": " + e.cause.Error()
+	}
+	return e.Code + ": " + e.Description
+}
+
+func (e *oauthError) Unwrap() error { return e.cause }
+
+// oerr makes an oauthError with the RFC 6749 §5.2 status for its code.
+func oerr(code, format string, args ...any) *oauthError {
+	status := http.StatusBadRequest
+	switch code {
+	case errInvalidClient:
+		status = http.StatusUnauthorized
+	case errServerError:
+		status = http.StatusInternalServerError
+	}
+	return &oauthError{Code: code, Description: fmt.Sprintf(format, args...), Status: status}
+}
+
+// writeJSON answers v as JSON, never cached.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":"server_error"}`)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Pragma", "no-cache")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+// writeError answers an error as RFC 6749 §5.2 JSON; anything that is not an oauthError is a
+// server fault, logged with its cause and answered without it.
+func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var oe *oauthError
+	if !errors.As(err, &oe) {
+		oe = oerr(errServerError, "the server could not complete the request")
+		oe.cause = err
+	}
+	level := slog.LevelInfo
+	if oe.Status >= 500 {
+		level = slog.LevelError
+	}
+	s.log.Log(r.Context(), level, "request refused", "path", r.URL.Path, "error", oe.Code, "description", oe.Description, "cause", errString(oe.cause))
+	if oe.Status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Basic realm="oauthd", charset="UTF-8"`)
+	}
+	writeJSON(w, oe.Status, map[string]string{"error": oe.Code, "error_description": oe.Description})
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// ---- secrets
+
+// newSecret returns 256 bits from crypto/rand, base64url without padding (43 characters).
+func newSecret() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// hashSecret is how every secret, token and code is stored.
+func hashSecret(s string) []byte {
+	h := sha256.Sum256([]byte(s))
+	return h[:]
+}
+
+// ---- scopes and redirect URIs
+
+// parseScope splits a scope parameter (RFC 6749 §3.3); false when a token has a character
+// outside NQCHAR.
+func parseScope(s string) ([]string, bool) {
+	for _, c := range []byte(s) {
+		if c != ' ' && (c < 0x21 || c == 0x22 || c == 0x5c || c > 0x7e) {
+			return nil, false
+		}
+	}
+	return normScopes(strings.Split(s, " ")), true
+}
+
+// normScopes sorts and de-duplicates scopes, dropping empty ones.
+func normScopes(in []string) []string {
+	out := make([]string, 0, len(in))
+	for _, s := range in {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// subset reports whether every element of a is in b.
+func subset(a, b []string) bool {
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			return false
+		}
+	}
+	return true
+}
+
+// blockedSchemes may never be redirect targets, even for native apps.
+var blockedSchemes = []string{"javascript", "data", "vbscript", "file", "about", "blob", "filesystem", "ftp", "ws", "wss", "mailto", "tel"}
+
+// validateRedirectURI checks a redirect URI at registration: absolute, no fragment, https or
+// loopback http, or (public native apps, RFC 8252 §7.1) a private-use scheme.
+func validateRedirectURI(raw string, public bool) error {
+	if len(raw) > 2000 {
+		return errors.New("is longer than 2000 characters")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return errors.New("is not a valid URI")
+	}
+	switch {
+	case !u.IsAbs():
+		return errors.New("must be an absolute URI")
+	case strings.Contains(raw, "#"):
+		return errors.New("must not contain a fragment (RFC 6749 §3.1.2)")
+	case u.User != nil:
+		return errors.New("must not contain user information")
+	}
+	switch u.Scheme {
+	case "https":
+		if u.Host == "" || strings.Contains(u.Host, "*") {
+			return errors.New("must name a host (no wildcards)")
+		}
+	case "http":
+		if !isLoopbackHost(u.Hostname()) && u.Hostname() != "localhost" {
+			return errors.New("uses http on a non-loopback host; use https (http is only for 127.0.0.1, [::1] and localhost)")
+		}
+	default:
+		if !public {
+			return fmt.Errorf("uses the private-use scheme %q, which only public native clients (-public) may register", u.Scheme)
+		}
+		if slices.Contains(blockedSchemes, u.Scheme) {
+			return fmt.Errorf("uses the scheme %q, which is never a redirect target", u.Scheme)
+		}
+	}
+	return nil
+}
+
+// isLoopbackHost reports whether h is a loopback IP literal (RFC 8252 §7.3 matches these on any port).
+func isLoopbackHost(h string) bool {
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// matchRedirect picks the redirect URI of an authorization request: the given one when it
+// equals a registered URI exactly, or differs only in the port of a loopback IP literal
+// (RFC 8252 §7.3); the single registered one when none is given. given reports whether the
+// request named one.
+func matchRedirect(registered []string, raw string) (uri string, given, ok bool) {
+	if raw == "" {
+		if len(registered) == 1 {
+			return registered[0], false, true
+		}
+		return "", false, false
+	}
+	if slices.Contains(registered, raw) {
+		return raw, true, true
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "http" || !isLoopbackHost(u.Hostname()) || u.User != nil || strings.Contains(raw, "#") {
+		return "", true, false
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return "", true, false
+		}
+	}
+	for _, r := range registered {
+		ru, err := url.Parse(r)
+		if err == nil && ru.Scheme == "http" && ru.Hostname() == u.Hostname() && ru.Path == u.Path &&
+			ru.RawPath == u.RawPath && ru.RawQuery == u.RawQuery && !ru.ForceQuery && !u.ForceQuery {
+			return raw, true, true
+		}
+	}
+	return "", true, false
+}
+
+// redirectWith adds params to a validated redirect URI, keeping the query it already has
+// (RFC 6749 §3.1.2) and dropping any fragment.
+func redirectWith(base string, params url.Values) string {
+	u, err := url.Parse(base)
+	if err != nil {
+		return base // never: every redirect URI was parsed when it was validated
+	}
+	u.Fragment, u.RawFragment = "", ""
+	if u.RawQuery == "" {
+		u.RawQuery = params.Encode()
+	} else {
+		u.RawQuery += "&" + params.Encode()
+	}
+	return u.String()
+}
+
+// ---- authorization endpoint
+
+// authRequest is a validated authorization request, kept while the user decides.
+type authRequest struct {
+	ClientID      string   `json:"client_id"`
+	RedirectURI   string   `json:"redirect_uri"`
+	RedirectGiven bool     `json:"redirect_given"`
+	Scopes        []string `json:"scopes"`
+	State         string   `json:"state,omitempty"`
+	CodeChallenge string   `json:"code_challenge,omitempty"`
+	Nonce         string   `json:"nonce,omitempty"`
+}
+
+// handleAuthorize is the authorization endpoint (RFC 6749 §4.1.1). client_id and redirect_uri
+// are checked first and their errors shown as a page; every later error goes back to the
+// client with state and iss (RFC 9207).
+func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if len(q["client_id"]) > 1 || len(q["redirect_uri"]) > 1 {
+		s.errorPage(w, http.StatusBadRequest, "Invalid request", "The request repeats client_id or redirect_uri.")
+		return
+	}
+	if q.Get("client_id") == "" {
+		s.errorPage(w, http.StatusBadRequest, "Invalid request", "The request has no client_id.")
+		return
+	}
+	c, err := s.store.clientByID(r.Context(), q.Get("client_id"))
+	if errors.Is(err, errNotFound) {
+		s.errorPage(w, http.StatusBadRequest, "Unknown application", "No application is registered with this client_id.")
+		return
+	} else if err != nil {
+		s.serverErrorPage(w, r, err)
+		return
+	}
+	uri, given, ok := matchRedirect(c.RedirectURIs, q.Get("redirect_uri"))
+	if !ok {
+		msg := "The redirect_uri is not registered for this application."
+		if q.Get("redirect_uri") == "" {
+			msg = "The application has several redirect URIs registered, so the request must name one."
+		}
+		s.errorPage(w, http.StatusBadRequest, "Invalid redirect URI", msg)
+		return
+	}
+	req := authRequest{ClientID: c.ID, RedirectURI: uri, RedirectGiven: given, State: q.Get("state")}
+	fail := func(code, desc string) {
+		s.log.Info("authorization refused", "client_id", c.ID, "error", code, "description", desc)
+		http.Redirect(w, r, s.errorRedirect(req, code, desc), http.StatusFound)
+	}
+	for k, v := range q {
+		if len(v) > 1 {
+			fail(errInvalidRequest, fmt.Sprintf("the parameter %s is repeated (RFC 6749 §3.1)", k))
+			return
+		}
+	}
+	switch rt := q.Get("response_type"); rt {
+	case "code":
+	case "":
+		fail(errInvalidRequest, "response_type is required")
+		return
+	default:
+		fail(errUnsupportedResponseType, "only response_type=code is supported")
+		return
+	}
+	if _, ok := q["scope"]; ok {
+		scopes, ok := parseScope(q.Get("scope"))
+		if !ok {
+			fail(errInvalidScope, "scope has characters outside RFC 6749 §3.3")
+			return
+		}
+		if bad := slices.DeleteFunc(slices.Clone(scopes), func(s string) bool { return slices.Contains(c.Scopes, s) }); len(bad) > 0 {
+			fail(errInvalidScope, "scope not allowed for this client: "+strings.Join(bad, " "))
+			return
+		}
+		req.Scopes = scopes
+	} else {
+		// RFC 6749 §3.3: without a scope parameter the client's registered scopes apply.
+		req.Scopes = slices.Clone(c.Scopes)
+	}
+	// RFC 7636 / RFC 9700 §2.1.1: PKCE with S256 only; required for public clients.
+	challenge, method := q.Get("code_challenge"), q.Get("code_challenge_method")
+	switch {
+	case challenge == "" && method != "":
+		fail(errInvalidRequest, "code_challenge_method without code_challenge")
+		return
+	case challenge == "" && c.Public:
+		fail(errInvalidRequest, "public clients must use PKCE: code_challenge and code_challenge_method=S256 are required")
+		return
+	case challenge != "" && method != "S256":
+		fail(errInvalidRequest, "code_challenge_method must be S256 (plain is not supported)")
+		return
+	case challenge != "" && !validChallenge(challenge):
+		fail(errInvalidRequest, "code_challenge must be the 43-character base64url S256 hash of the code_verifier")
+		return
+	}
+	req.CodeChallenge = challenge
+	req.Nonce = q.Get("nonce")
+	prompt := strings.Fields(q.Get("prompt"))
+	for _, p := range prompt {
+		if !slices.Contains([]string{"none", "login", "consent", "select_account"}, p) {
+			fail(errInvalidRequest, "unknown prompt value "+p)
+			return
+		}
+	}
+	if slices.Contains(prompt, "none") && len(prompt) > 1 {
+		fail(errInvalidRequest, "prompt=none cannot be combined with other values")
+		return
+	}
+	sess, ok := s.session(r)
+	if !ok {
+		if slices.Contains(prompt, "none") {
+			fail(errLoginRequired, "the user is not logged in")
+			return
+		}
+		s.redirectToLogin(w, r, r.URL.RequestURI())
+		return
+	}
+	if slices.Contains(prompt, "login") {
+		// Re-authenticate, then come back without prompt=login.
+		q.Set("prompt", strings.Join(slices.DeleteFunc(prompt, func(p string) bool { return p == "login" }), " "))
+		if q.Get("prompt") == "" {
+			q.Del("prompt")
+		}
+		s.redirectToLogin(w, r, r.URL.Path+"?"+q.Encode())
+		return
+	}
+	approved, err := s.store.consentScopes(r.Context(), sess.User.ID, c.ID)
+	if err != nil && !errors.Is(err, errNotFound) {
+		s.serverErrorPage(w, r, err)
+		return
+	}
+	if err == nil && subset(req.Scopes, approved) && !slices.Contains(prompt, "consent") {
+		s.issueCode(w, r, req, sess, nil, http.StatusFound)
+		return
+	}
+	if slices.Contains(prompt, "none") {
+		fail(errConsentRequired, "the user has not approved this request")
+		return
+	}
+	s.showConsent(w, r, c, req, sess)
+}
+
+// validChallenge checks the form of an S256 code_challenge (RFC 7636 §4.2).
+func validChallenge(c string) bool {
+	if len(c) != 43 {
+		return false
+	}
+	_, err := base64.RawURLEncoding.DecodeString(c)
+	return err == nil
+}
+
+// errorRedirect is the RFC 6749 §4.1.2.1 error response with RFC 9207 iss.
+func (s *server) errorRedirect(req authRequest, code, desc string) string {
+	v := url.Values{"error": {code}, "error_description": {desc}, "iss": {s.cfg.Issuer}}
+	if req.State != "" {
+		v.Set("state", req.State)
+	}
+	return redirectWith(req.RedirectURI, v)
+}
+
+// issueCode stores a new code (and the consent just given, if any) and sends the browser back
+// to the client with code, state and iss (RFC 6749 §4.1.2, RFC 9207).
+func (s *server) issueCode(w http.ResponseWriter, r *http.Request, req authRequest, sess session, consent []string, status int) {
+	code := newSecret()
+	now := s.now()
+	err := s.store.issueCode(r.Context(), hashSecret(code), authCode{
+		ClientID: req.ClientID, UserID: sess.User.ID, RedirectURI: req.RedirectURI, RedirectGiven: req.RedirectGiven,
+		Scope: strings.Join(req.Scopes, " "), CodeChallenge: req.CodeChallenge, Nonce: req.Nonce,
+		AuthTime: sess.AuthTime, ExpiresAt: now.Add(s.cfg.CodeTTL).Unix(),
+	}, consent, now.Unix())
+	if err != nil {
+		s.log.Error("storing an authorization code failed", "client_id", req.ClientID, "cause", err)
+		http.Redirect(w, r, s.errorRedirect(req, errServerError, "the server could not store the authorization"), status)
+		return
+	}
+	s.log.Info("authorization code issued", "client_id", req.ClientID, "user", sess.User.Username, "scope", strings.Join(req.Scopes, " "))
+	v := url.Values{"code": {code}, "iss": {s.cfg.Issuer}}
+	if req.State != "" {
+		v.Set("state", req.State)
+	}
+	http.Redirect(w, r, redirectWith(req.RedirectURI, v), status)
+}
+
+// scopeWords are the consent page's descriptions of well-known scopes.
+var scopeWords = map[string]string{
+	"read":  "Read your data",
+	"write": "Create and change your data",
+}
+
+// showConsent renders the consent page for a validated request. The request is kept
+// server-side, bound to this session, under a random token the form carries: a forged or
+// replayed POST finds nothing.
+func (s *server) showConsent(w http.ResponseWriter, r *http.Request, c client, req authRequest, sess session) {
+	tok := newSecret()
+	if err := s.store.createPending(r.Context(), hashSecret(tok), sess.Hash, req, s.now().Add(10*time.Minute).Unix()); err != nil {
+		s.serverErrorPage(w, r, err)
+		return
+	}
+	type scopeLine struct{ Name, Words string }
+	var lines []scopeLine
+	for _, sc := range req.Scopes {
+		lines = append(lines, scopeLine{sc, scopeWords[sc]})
+	}
+	host := req.RedirectURI
+	if u, err := url.Parse(req.RedirectURI); err == nil && u.Host != "" {
+		host = u.Host
+	}
+	s.render(w, http.StatusOK, "consent", struct {
+		pageData
+		Client       client
+		RedirectHost string
+		Scopes       []scopeLine
+		Request      string
+	}{s.pageData(sess, "consent"), c, host, lines, tok})
+}
+
+// handleConsent takes the user's decision from the consent page.
+func (s *server) handleConsent(w http.ResponseWriter, r *http.Request) {
+	sess, ok := s.session(r)
+	if !ok {
+		s.errorPage(w, http.StatusForbidden, "Session ended", "You are no longer logged in. Start again from the application.")
+		return
+	}
+	if !s.checkCSRF(r, sess.Hash, "consent") {
+		s.errorPage(w, http.StatusForbidden, "Request refused", "The form is missing its security token or it has expired. Start again from the application.")
+		return
+	}
+	decision := r.PostForm.Get("decision")
+	if decision != "allow" && decision != "deny" {
+		s.errorPage(w, http.StatusBadRequest, "Invalid request", "The decision must be allow or deny.")
+		return
+	}
+	req, err := s.store.takePending(r.Context(), hashSecret(r.PostForm.Get("request")), sess.Hash, s.now().Unix())
+	if errors.Is(err, errNotFound) {
+		s.errorPage(w, http.StatusBadRequest, "Request expired", "This authorization request has expired or was already answered. Start again from the application.")
+		return
+	} else if err != nil {
+		s.serverErrorPage(w, r, err)
+		return
+	}
+	if decision == "deny" {
+		s.log.Info("authorization denied by the user", "client_id", req.ClientID, "user", sess.User.Username)
+		http.Redirect(w, r, s.errorRedirect(req, errAccessDenied, "the user denied the request"), http.StatusSeeOther)
+		return
+	}
+	s.issueCode(w, r, req, sess, req.Scopes, http.StatusSeeOther)
+}
+
+// ---- token endpoint
+
+// tokenForm reads an RFC 6749 §3.2 request: POST, form-encoded body within maxBody, no
+// parameters in the URL, no parameter repeated (§3.1).
+func tokenForm(r *http.Request) (url.Values, *oauthError) {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/x-www-form-urlencoded" {
+		return nil, oerr(errInvalidRequest, "the body must be application/x-www-form-urlencoded")
+	}
+	if r.URL.RawQuery != "" {
+		return nil, oerr(errInvalidRequest, "parameters must be sent in the request body, not in the URL")
+	}
+	if err := r.ParseForm(); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, oerr(errInvalidRequest, "the request body is larger than %d bytes", maxBody)
+		}
+		return nil, oerr(errInvalidRequest, "the request body is not a valid form")
+	}
+	for k, v := range r.PostForm {
+		if len(v) > 1 {
+			return nil, oerr(errInvalidRequest, "the parameter %s is repeated (RFC 6749 §3.1)", k)
+		}
+	}
+	return r.PostForm, nil
+}
+
+// authenticateClient identifies the caller (RFC 6749 §2.3): client_secret_basic with the
+// §2.3.1 form-decoding, client_secret_post, or none for public clients; never two at once.
+func (s *server) authenticateClient(ctx context.Context, r *http.Request, form url.Values) (client, *oauthError) {
+	var id, secret string
+	var hasSecret bool
+	if r.Header.Get("Authorization") != "" {
+		bid, bsecret, ok := r.BasicAuth()
+		if !ok {
+			return client{}, oerr(errInvalidClient, "the Authorization header is not valid Basic authentication")
+		}
+		var err1, err2 error
+		id, err1 = url.QueryUnescape(bid)
+		secret, err2 = url.QueryUnescape(bsecret)
+		if err1 != nil || err2 != nil {
+			return client{}, oerr(errInvalidClient, "the Basic credentials are not form-encoded (RFC 6749 §2.3.1)")
+		}
+		hasSecret = true
+		if _, ok := form["client_secret"]; ok {
+			return client{}, oerr(errInvalidRequest, "use one client authentication method: Basic or client_secret in the body, not both")
+		}
+		if fid := form.Get("client_id"); fid != "" && fid != id {
+			return client{}, oerr(errInvalidRequest, "client_id in the body differs from the Basic credentials")
+		}
+	} else {
+		id = form.Get("client_id")
+		secret, hasSecret = form.Get("client_secret"), form.Has("client_secret")
+	}
+	if id == "" {
+		return client{}, oerr(errInvalidClient, "client authentication is required")
+	}
+	c, err := s.store.clientByID(ctx, id)
+	if err != nil && !errors.Is(err, errNotFound) {
+		return client{}, &oauthError{Code: errServerError, Description: "the server could not check the client", Status: 500, cause: err}
+	}
+	if c.Public && err == nil {
+		if hasSecret && secret != "" {
+			return client{}, oerr(errInvalidClient, "this is a public client; it has no secret to send")
+		}
+		return c, nil
+	}
+	// Confidential or unknown: compare a hash either way, so both cost the same.
+	want := c.SecretHash
+	if want == nil {
+		want = make([]byte, sha256.Size)
+	}
+	if !hasSecret || subtle.ConstantTimeCompare(hashSecret(secret), want) != 1 || err != nil {
+		return client{}, oerr(errInvalidClient, "unknown client or wrong client secret")
+	}
+	return c, nil
+}
+
+// handleTokenGet refuses GET: the seed's GET form put client secrets and codes into URLs.
+func (s *server) handleTokenGet(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Allow", http.MethodPost)
+	s.writeError(w, r, oerr(errInvalidRequest, "the token endpoint requires POST with a form body (RFC 6749 §3.2)"))
+}
+
+// tokenResponse is the RFC 6749 §5.1 success body.
+type tokenResponse struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+	Scope        string `json:"scope"`
+}
+
+// handleToken is the token endpoint (RFC 6749 §3.2): one switch on grant_type.
+func (s *server) handleToken(w http.ResponseWriter, r *http.Request) {
+	form, oe := tokenForm(r)
+	if oe != nil {
+		s.writeError(w, r, oe)
+		return
+	}
+	c, oe := s.authenticateClient(r.Context(), r, form)
+	if oe != nil {
+		s.writeError(w, r, oe)
+		return
+	}
+	switch gt := form.Get("grant_type"); gt {
+	case "authorization_code":
+		s.handleAuthorizationCodeGrant(w, r, c, form)
+	case "refresh_token":
+		s.handleRefreshTokenGrant(w, r, c, form)
+	case "":
+		s.writeError(w, r, oerr(errInvalidRequest, "grant_type is required"))
+	default:
+		s.writeError(w, r, oerr(errUnsupportedGrantType, "grant_type %q is not supported", gt))
+	}
+}
+
+// newPair makes a fresh access and refresh token for scope.
+func (s *server) newPair(scope, refreshScope string, now time.Time) (tokenResponse, tokenPair) {
+	resp := tokenResponse{AccessToken: newSecret(), TokenType: "Bearer", ExpiresIn: int64(s.cfg.TokenTTL / time.Second),
+		RefreshToken: newSecret(), Scope: scope}
+	return resp, tokenPair{
+		Access:  newToken{Hash: hashSecret(resp.AccessToken), Scope: scope, ExpiresAt: now.Add(s.cfg.TokenTTL).Unix()},
+		Refresh: newToken{Hash: hashSecret(resp.RefreshToken), Scope: refreshScope, ExpiresAt: now.Add(s.cfg.RefreshTTL).Unix()},
+	}
+}
+
+// handleAuthorizationCodeGrant exchanges a code (RFC 6749 §4.1.3, RFC 7636 §4.6).
+func (s *server) handleAuthorizationCodeGrant(w http.ResponseWriter, r *http.Request, c client, form url.Values) {
+	code := form.Get("code")
+	if code == "" {
+		s.writeError(w, r, oerr(errInvalidRequest, "code is required"))
+		return
+	}
+	verifier, redirect := form.Get("code_verifier"), form.Get("redirect_uri")
+	if form.Has("code_verifier") && !validVerifier(verifier) {
+		s.writeError(w, r, oerr(errInvalidRequest, "code_verifier must be 43 to 128 characters of [A-Za-z0-9-._~] (RFC 7636 §4.1)"))
+		return
+	}
+	now := s.now()
+	var resp tokenResponse
+	verify := func(ac authCode) (tokenPair, error) {
+		if ac.ClientID != c.ID {
+			return tokenPair{}, oerr(errInvalidGrant, "the code was issued to another client")
+		}
+		if (ac.RedirectGiven || redirect != "") && redirect != ac.RedirectURI {
+			return tokenPair{}, oerr(errInvalidGrant, "redirect_uri does not match the authorization request")
+		}
+		if ac.CodeChallenge != "" {
+			if verifier == "" {
+				return tokenPair{}, oerr(errInvalidGrant, "code_verifier is required: the authorization request used PKCE")
+			}
+			sum := sha256.Sum256([]byte(verifier))
+			if subtle.ConstantTimeCompare([]byte(base64.RawURLEncoding.EncodeToString(sum[:])), []byte(ac.CodeChallenge)) != 1 {
+				return tokenPair{}, oerr(errInvalidGrant, "code_verifier does not match the code_challenge")
+			}
+		} else if verifier != "" {
+			// RFC 9700 §2.1.1: a verifier without a challenge is a downgrade attempt.
+			return tokenPair{}, oerr(errInvalidGrant, "code_verifier sent but the authorization request had no code_challenge")
+		}
+		var pair tokenPair
+		resp, pair = s.newPair(ac.Scope, ac.Scope, now)
+		return pair, nil
+	}
+	ac, err := s.store.redeemCode(r.Context(), hashSecret(code), now.Unix(), verify)
+	switch {
+	case errors.Is(err, errNotFound):
+		s.writeError(w, r, oerr(errInvalidGrant, "unknown authorization code"))
+	case errors.Is(err, errExpired):
+		s.writeError(w, r, oerr(errInvalidGrant, "the authorization code has expired"))
+	case errors.Is(err, errCodeReused):
+		s.log.Warn("authorization code replayed; its grant is revoked", "client_id", c.ID)
+		s.writeError(w, r, oerr(errInvalidGrant, "the authorization code was already used; the tokens issued from it are revoked"))
+	case err != nil:
+		s.writeError(w, r, err)
+	default:
+		s.log.Info("tokens issued", "grant_type", "authorization_code", "client_id", c.ID, "user_id", ac.UserID, "scope", ac.Scope)
+		writeJSON(w, http.StatusOK, resp)
+	}
+}
+
+// validVerifier checks a code_verifier's form (RFC 7636 §4.1).
+func validVerifier(v string) bool {
+	if len(v) < 43 || len(v) > 128 {
+		return false
+	}
+	for _, c := range []byte(v) {
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.IndexByte("-._~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// sealedSuccessor is what a rotated refresh token keeps so that a concurrent second refresh
+// within the grace gets the very same answer.
+type sealedSuccessor struct {
+	AccessToken  string `json:"a"`
+	RefreshToken string `json:"r"`
+	Scope        string `json:"s"`
+	ExpiresAt    int64  `json:"e"`
+}
+
+// graceKey derives the key that seals a successor from the old refresh token itself: the
+// database holds only the token's hash, from which this key cannot be computed.
+func graceKey(oldToken string) cipher.AEAD {
+	k := sha256.Sum256([]byte("oauthd refresh grace v1\x00" + oldToken))
+	b, _ := aes.NewCipher(k[:])
+	g, _ := cipher.NewGCM(b)
+	return g
+}
+
+func seal(oldToken string, v sealedSuccessor) []byte {
+	g := graceKey(oldToken)
+	pt, _ := json.Marshal(v)
+	nonce := make([]byte, g.NonceSize())
+	rand.Read(nonce)
+	return g.Seal(nonce, nonce, pt, nil)
+}
+
+func unseal(oldToken string, blob []byte) (sealedSuccessor, error) {
+	var v sealedSuccessor
+	g := graceKey(oldToken)
+	if len(blob) < g.NonceSize() {
+		return v, errors.New("sealed successor too short")
+	}
+	pt, err := g.Open(nil, blob[:g.NonceSize()], blob[g.NonceSize():], nil)
+	if err != nil {
+		return v, err
+	}
+	return v, json.Unmarshal(pt, &v)
+}
+
+// handleRefreshTokenGrant rotates a refresh token (RFC 6749 §6, RFC 9700 §4.14.2).
+func (s *server) handleRefreshTokenGrant(w http.ResponseWriter, r *http.Request, c client, form url.Values) {
+	rt := form.Get("refresh_token")
+	if rt == "" {
+		s.writeError(w, r, oerr(errInvalidRequest, "refresh_token is required"))
+		return
+	}
+	var want []string
+	if form.Has("scope") {
+		var ok bool
+		if want, ok = parseScope(form.Get("scope")); !ok {
+			s.writeError(w, r, oerr(errInvalidScope, "scope has characters outside RFC 6749 §3.3"))
+			return
+		}
+	}
+	now := s.now()
+	var resp tokenResponse
+	var sealed []byte
+	issue := func(t tokenInfo) (tokenPair, []byte, error) {
+		scope := t.Scope
+		if want != nil {
+			if !subset(want, strings.Fields(t.Scope)) {
+				return tokenPair{}, nil, oerr(errInvalidScope, "the requested scope exceeds what was granted")
+			}
+			scope = strings.Join(want, " ")
+		}
+		var pair tokenPair
+		resp, pair = s.newPair(scope, t.Scope, now)
+		sealed = seal(rt, sealedSuccessor{resp.AccessToken, resp.RefreshToken, resp.Scope, pair.Access.ExpiresAt})
+		return pair, sealed, nil
+	}
+	res, err := s.store.rotateRefresh(r.Context(), hashSecret(rt), c.ID, now.Unix(), int64(s.cfg.RefreshGrace/time.Second), issue)
+	switch {
+	case errors.Is(err, errNotFound), errors.Is(err, errWrongClient):
+		s.writeError(w, r, oerr(errInvalidGrant, "unknown refresh token, or one issued to another client"))
+	case errors.Is(err, errExpired):
+		s.writeError(w, r, oerr(errInvalidGrant, "the refresh token has expired"))
+	case errors.Is(err, errRefreshReused):
+		s.log.Warn("rotated refresh token replayed; its grant is revoked", "client_id", c.ID, "user", res.Token.User.Username)
+		s.writeError(w, r, oerr(errInvalidGrant, "the refresh token was already used; every token of this grant is revoked"))
+	case err != nil:
+		s.writeError(w, r, err)
+	case res.SuccessorBlob != nil:
+		v, err := unseal(rt, res.SuccessorBlob)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		s.log.Info("refresh repeated within the grace; same successor returned", "client_id", c.ID, "user", res.Token.User.Username)
+		writeJSON(w, http.StatusOK, tokenResponse{AccessToken: v.AccessToken, TokenType: "Bearer", ExpiresIn: max(v.ExpiresAt-now.Unix(), 1),
+			RefreshToken: v.RefreshToken, Scope: v.Scope})
+	default:
+		s.log.Info("tokens issued", "grant_type", "refresh_token", "client_id", c.ID, "user", res.Token.User.Username, "scope", resp.Scope)
+		writeJSON(w, http.StatusOK, resp)
+	}
+}
+
+// ---- introspection and revocation
+
+// handleIntrospect is RFC 7662: a confidential client asks whether a token is active.
+func (s *server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
+	form, oe := tokenForm(r)
+	if oe == nil {
+		var c client
+		c, oe = s.authenticateClient(r.Context(), r, form)
+		if oe == nil && c.Public {
+			oe = oerr(errInvalidClient, "introspection is for confidential clients (resource servers)")
+		}
+	}
+	if oe != nil {
+		s.writeError(w, r, oe)
+		return
+	}
+	tok := form.Get("token")
+	if tok == "" {
+		s.writeError(w, r, oerr(errInvalidRequest, "token is required"))
+		return
+	}
+	t, err := s.store.tokenByHash(r.Context(), hashSecret(tok))
+	if err != nil && !errors.Is(err, errNotFound) {
+		s.writeError(w, r, err)
+		return
+	}
+	if err != nil || t.ExpiresAt <= s.now().Unix() || t.Rotated {
+		writeJSON(w, http.StatusOK, map[string]bool{"active": false})
+		return
+	}
+	resp := map[string]any{
+		"active": true, "scope": t.Scope, "client_id": t.ClientID, "username": t.User.Username, "sub": t.User.Sub,
+		"exp": t.ExpiresAt, "iat": t.CreatedAt, "iss": s.cfg.Issuer,
+	}
+	if t.Kind == kindAccess {
+		resp["token_type"], resp["token_use"] = "Bearer", "access_token"
+	} else {
+		resp["token_use"] = "refresh_token"
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// handleRevoke is RFC 7009: a client revokes one of its tokens; a refresh token takes its
+// whole grant with it. Unknown tokens answer 200 (§2.2).
+func (s *server) handleRevoke(w http.ResponseWriter, r *http.Request) {
+	form, oe := tokenForm(r)
+	var c client
+	if oe == nil {
+		c, oe = s.authenticateClient(r.Context(), r, form)
+	}
+	if oe != nil {
+		s.writeError(w, r, oe)
+		return
+	}
+	tok := form.Get("token")
+	if tok == "" {
+		s.writeError(w, r, oerr(errInvalidRequest, "token is required"))
+		return
+	}
+	err := s.store.revokeToken(r.Context(), hashSecret(tok), c.ID)
+	switch {
+	case errors.Is(err, errWrongClient):
+		s.writeError(w, r, oerr(errUnauthorizedClient, "the token was issued to another client"))
+	case err != nil && !errors.Is(err, errNotFound):
+		s.writeError(w, r, err)
+	default:
+		if err == nil {
+			s.log.Info("token revoked", "client_id", c.ID)
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusOK)
+	}
+}
+
+// ---- metadata
+
+// handleMetadata is the RFC 8414 authorization server metadata.
+func (s *server) handleMetadata(w http.ResponseWriter, r *http.Request) {
+	scopes, err := s.store.allScopes(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	iss := s.cfg.Issuer
+	authMethods := []string{"client_secret_basic", "client_secret_post", "none"}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"issuer":                                iss,
+		"authorization_endpoint":                iss + "/oauth/authorize",
+		"token_endpoint":                        iss + "/oauth/access_token",
+		"introspection_endpoint":                iss + "/oauth/introspect",
+		"revocation_endpoint":                   iss + "/oauth/revoke",
+		"response_types_supported":              []string{"code"},
+		"response_modes_supported":              []string{"query"},
+		"grant_types_supported":                 []string{"authorization_code", "refresh_token"},
+		"code_challenge_methods_supported":      []string{"S256"},
+		"token_endpoint_auth_methods_supported": authMethods,
+		"introspection_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post"},
+		"revocation_endpoint_auth_methods_supported":    authMethods,
+		"scopes_supported":                              scopes,
+		"authorization_response_iss_parameter_supported": true,
+		"service_documentation":                          iss + "/",
+	})
+}

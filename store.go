@@ -1,0 +1,756 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite"
+)
+
+// Store sentinel errors: the boundary between SQL and protocol logic.
+var (
+	errNotFound      = errors.New("not found")
+	errExists        = errors.New("already exists")
+	errExpired       = errors.New("expired")
+	errCodeReused    = errors.New("authorization code already used")
+	errRefreshReused = errors.New("refresh token already used")
+	errWrongClient   = errors.New("issued to another client")
+)
+
+// store is the SQLite database: every table oauthd keeps, behind small typed methods.
+type store struct {
+	db *sql.DB
+}
+
+// migrations are the schema steps; step i brings the database to user_version i+1. Append only:
+// a released step is never edited.
+var migrations = []string{
+	// 1: the core appliance.
+	`
+CREATE TABLE settings (
+	name  TEXT PRIMARY KEY,
+	value BLOB NOT NULL
+);
+CREATE TABLE users (
+	id            INTEGER PRIMARY KEY,
+	sub           TEXT NOT NULL UNIQUE,          -- stable random subject identifier (uuid)
+	username      TEXT NOT NULL UNIQUE COLLATE NOCASE,
+	password_hash TEXT NOT NULL,                 -- pbkdf2-sha256$iterations$salt$key
+	admin         INTEGER NOT NULL DEFAULT 0,
+	created_at    INTEGER NOT NULL
+);
+CREATE TABLE clients (
+	id            TEXT PRIMARY KEY,
+	secret_hash   BLOB,                          -- SHA-256 of the secret; NULL for public clients
+	name          TEXT NOT NULL,
+	description   TEXT NOT NULL DEFAULT '',
+	redirect_uris TEXT NOT NULL,                 -- JSON array of exact URIs
+	scopes        TEXT NOT NULL DEFAULT '',      -- space-separated allowed scopes
+	public        INTEGER NOT NULL,
+	created_at    INTEGER NOT NULL
+);
+CREATE TABLE sessions (
+	hash       BLOB PRIMARY KEY,                 -- SHA-256 of the cookie value
+	user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+	auth_time  INTEGER NOT NULL,
+	expires_at INTEGER NOT NULL
+);
+CREATE INDEX sessions_user ON sessions(user_id);
+CREATE TABLE consents (
+	user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+	client_id  TEXT NOT NULL REFERENCES clients(id) ON DELETE CASCADE,
+	scope      TEXT NOT NULL,                    -- every scope the user approved for the client
+	created_at INTEGER NOT NULL,
+	updated_at INTEGER NOT NULL,
+	PRIMARY KEY (user_id, client_id)
+);
+CREATE TABLE pending (
+	hash         BLOB PRIMARY KEY,               -- SHA-256 of the consent form's request token
+	session_hash BLOB NOT NULL REFERENCES sessions(hash) ON DELETE CASCADE,
+	request      TEXT NOT NULL,                  -- the validated authorization request (JSON)
+	expires_at   INTEGER NOT NULL
+);
+CREATE TABLE grants (
+	id         INTEGER PRIMARY KEY,
+	client_id  TEXT NOT NULL REFERENCES clients(id) ON DELETE CASCADE,
+	user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+	scope      TEXT NOT NULL,
+	auth_time  INTEGER NOT NULL,
+	created_at INTEGER NOT NULL
+);
+CREATE INDEX grants_client ON grants(client_id);
+CREATE INDEX grants_user ON grants(user_id);
+CREATE TABLE codes (
+	hash           BLOB PRIMARY KEY,             -- SHA-256 of the code
+	client_id      TEXT NOT NULL REFERENCES clients(id) ON DELETE CASCADE,
+	user_id        INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+	redirect_uri   TEXT NOT NULL,                -- the URI the code was sent to
+	redirect_given INTEGER NOT NULL,             -- 1 when the request named redirect_uri
+	scope          TEXT NOT NULL,
+	code_challenge TEXT NOT NULL DEFAULT '',     -- PKCE S256 challenge, '' when none
+	nonce          TEXT NOT NULL DEFAULT '',
+	auth_time      INTEGER NOT NULL,
+	expires_at     INTEGER NOT NULL,
+	used_at        INTEGER,                      -- set by the one successful exchange
+	grant_id       INTEGER REFERENCES grants(id) ON DELETE SET NULL
+);
+CREATE TABLE tokens (
+	hash           BLOB PRIMARY KEY,             -- SHA-256 of the token
+	kind           INTEGER NOT NULL,             -- 1 access token, 2 refresh token
+	grant_id       INTEGER NOT NULL REFERENCES grants(id) ON DELETE CASCADE,
+	scope          TEXT NOT NULL,
+	created_at     INTEGER NOT NULL,
+	expires_at     INTEGER NOT NULL,
+	rotated_at     INTEGER,                      -- refresh tokens: when it was exchanged
+	successor_hash BLOB,                         -- refresh tokens: hash of the refresh token it was exchanged for
+	successor_blob BLOB                          -- the successor response, sealed with a key only the old token derives
+);
+CREATE INDEX tokens_grant ON tokens(grant_id);
+CREATE INDEX tokens_expires ON tokens(expires_at);
+`,
+}
+
+// dsn builds the modernc DSN with every pragma in it, so that each pooled connection gets them.
+// synchronous(full): a token is on disk before its response is written.
+func dsn(path string) string {
+	esc := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
+	return "file:" + esc + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(wal)" +
+		"&_pragma=foreign_keys(1)&_pragma=synchronous(full)&_txlock=immediate"
+}
+
+// openStore opens (creating if needed) the database at path and brings its schema up to date.
+// A database written by a newer oauthd is refused rather than misread.
+func openStore(ctx context.Context, path string) (*store, error) {
+	if path == "" {
+		return nil, errors.New("database path is empty")
+	}
+	db, err := sql.Open("sqlite", dsn(path))
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(8)
+	db.SetMaxIdleConns(8)
+	st := &store{db: db}
+	if err := st.init(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("database %s: %w", path, err)
+	}
+	return st, nil
+}
+
+// init checks the journal mode and runs the pending migrations, each in its own transaction.
+func (st *store) init(ctx context.Context) error {
+	var mode string
+	if err := st.db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return err
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return fmt.Errorf("journal_mode is %q, want wal", mode)
+	}
+	for {
+		done, err := st.migrateOne(ctx)
+		if err != nil || done {
+			return err
+		}
+	}
+}
+
+// migrateOne applies the next migration step, re-reading user_version inside the write
+// transaction so that two processes opening a new file at once do not both apply it.
+func (st *store) migrateOne(ctx context.Context) (done bool, err error) {
+	tx, err := st.db.BeginTx(ctx, nil)
+	if err != nil {
+		return false, err
+	}
+	defer tx.Rollback()
+	var v int
+	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+		return false, err
+	}
+	if v > len(migrations) {
+		return false, fmt.Errorf("schema version %d is newer than this oauthd knows (%d): run a newer oauthd", v, len(migrations))
+	}
+	if v == len(migrations) {
+		return true, nil
+	}
+	if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
+		return false, fmt.Errorf("migration %d: %w", v+1, err)
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v+1)); err != nil {
+		return false, err
+	}
+	return false, tx.Commit()
+}
+
+// Close closes the database; SQLite checkpoints the WAL when the last connection goes.
+func (st *store) Close() error { return st.db.Close() }
+
+// tx runs fn in one write transaction (BEGIN IMMEDIATE through _txlock), committing when fn
+// returns nil. fn may return a sentinel together with a wish to commit: see commitErr.
+func (st *store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := st.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	err = fn(tx)
+	var ce commitErr
+	if errors.As(err, &ce) {
+		if cerr := tx.Commit(); cerr != nil {
+			return cerr
+		}
+		return ce.err
+	}
+	if err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// commitErr asks tx to commit what was written and then report err: a replayed code or
+// refresh token revokes its grant and still fails the request.
+type commitErr struct{ err error }
+
+func (c commitErr) Error() string { return c.err.Error() }
+func (c commitErr) Unwrap() error { return c.err }
+
+// secretSetting returns the named 32-byte random value, creating it on first use.
+func (st *store) secretSetting(ctx context.Context, name string) ([]byte, error) {
+	v := make([]byte, 32)
+	rand.Read(v)
+	if _, err := st.db.ExecContext(ctx, "INSERT OR IGNORE INTO settings(name, value) VALUES(?, ?)", name, v); err != nil {
+		return nil, err
+	}
+	err := st.db.QueryRowContext(ctx, "SELECT value FROM settings WHERE name = ?", name).Scan(&v)
+	return v, err
+}
+
+// ---- users
+
+// user is a resource owner.
+type user struct {
+	ID           int64
+	Sub          string // stable random subject identifier
+	Username     string
+	PasswordHash string
+	Admin        bool
+	CreatedAt    int64
+}
+
+const userCols = "id, sub, username, password_hash, admin, created_at"
+
+func scanUser(row interface{ Scan(...any) error }) (user, error) {
+	var u user
+	err := row.Scan(&u.ID, &u.Sub, &u.Username, &u.PasswordHash, &u.Admin, &u.CreatedAt)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = errNotFound
+	}
+	return u, err
+}
+
+// createUser adds a user; errExists when the name is taken (case-insensitively).
+func (st *store) createUser(ctx context.Context, u user) error {
+	_, err := st.db.ExecContext(ctx, "INSERT INTO users(sub, username, password_hash, admin, created_at) VALUES(?, ?, ?, ?, ?)",
+		u.Sub, u.Username, u.PasswordHash, u.Admin, u.CreatedAt)
+	return mapConstraint(err)
+}
+
+// createFirstUser adds u only while the database has no user at all: the one-time setup.
+func (st *store) createFirstUser(ctx context.Context, u user) error {
+	return st.tx(ctx, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM users").Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return errExists
+		}
+		_, err := tx.ExecContext(ctx, "INSERT INTO users(sub, username, password_hash, admin, created_at) VALUES(?, ?, ?, ?, ?)",
+			u.Sub, u.Username, u.PasswordHash, u.Admin, u.CreatedAt)
+		return err
+	})
+}
+
+func mapConstraint(err error) error {
+	if err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed") {
+		return errExists
+	}
+	return err
+}
+
+func (st *store) userByName(ctx context.Context, name string) (user, error) {
+	return scanUser(st.db.QueryRowContext(ctx, "SELECT "+userCols+" FROM users WHERE username = ?", name))
+}
+
+func (st *store) countUsers(ctx context.Context) (n int, err error) {
+	err = st.db.QueryRowContext(ctx, "SELECT count(*) FROM users").Scan(&n)
+	return n, err
+}
+
+func (st *store) listUsers(ctx context.Context) ([]user, error) {
+	rows, err := st.db.QueryContext(ctx, "SELECT "+userCols+" FROM users ORDER BY username")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []user
+	for rows.Next() {
+		u, err := scanUser(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}
+
+// deleteUser removes a user with their sessions, consents, grants, codes and tokens.
+func (st *store) deleteUser(ctx context.Context, name string) error {
+	return affected(st.db.ExecContext(ctx, "DELETE FROM users WHERE username = ?", name))
+}
+
+// setPassword replaces a password hash and ends every session of the user.
+func (st *store) setPassword(ctx context.Context, name, hash string) error {
+	return st.tx(ctx, func(tx *sql.Tx) error {
+		if err := affected(tx.ExecContext(ctx, "UPDATE users SET password_hash = ? WHERE username = ?", hash, name)); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = ?)", name)
+		return err
+	})
+}
+
+func affected(res sql.Result, err error) error {
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n == 0 {
+		return errNotFound
+	}
+	return nil
+}
+
+// ---- clients
+
+// client is a registered OAuth client.
+type client struct {
+	ID           string
+	SecretHash   []byte // SHA-256 of the secret; nil for public clients
+	Name         string
+	Description  string
+	RedirectURIs []string
+	Scopes       []string // allowed scopes
+	Public       bool
+	CreatedAt    int64
+}
+
+const clientCols = "id, secret_hash, name, description, redirect_uris, scopes, public, created_at"
+
+func scanClient(row interface{ Scan(...any) error }) (client, error) {
+	var c client
+	var uris, scopes string
+	err := row.Scan(&c.ID, &c.SecretHash, &c.Name, &c.Description, &uris, &scopes, &c.Public, &c.CreatedAt)
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, errNotFound
+	}
+	if err != nil {
+		return c, err
+	}
+	if err := json.Unmarshal([]byte(uris), &c.RedirectURIs); err != nil {
+		return c, fmt.Errorf("client %s: redirect_uris: %w", c.ID, err)
+	}
+	c.Scopes = strings.Fields(scopes)
+	return c, nil
+}
+
+func (st *store) createClient(ctx context.Context, c client) error {
+	uris, _ := json.Marshal(c.RedirectURIs)
+	_, err := st.db.ExecContext(ctx, "INSERT INTO clients("+clientCols+") VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+		c.ID, c.SecretHash, c.Name, c.Description, string(uris), strings.Join(c.Scopes, " "), c.Public, c.CreatedAt)
+	return mapConstraint(err)
+}
+
+func (st *store) clientByID(ctx context.Context, id string) (client, error) {
+	return scanClient(st.db.QueryRowContext(ctx, "SELECT "+clientCols+" FROM clients WHERE id = ?", id))
+}
+
+func (st *store) listClients(ctx context.Context) ([]client, error) {
+	rows, err := st.db.QueryContext(ctx, "SELECT "+clientCols+" FROM clients ORDER BY created_at, id")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []client
+	for rows.Next() {
+		c, err := scanClient(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// allScopes is the sorted set of scopes any client may ask for (scopes_supported).
+func (st *store) allScopes(ctx context.Context) ([]string, error) {
+	cs, err := st.listClients(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var all []string
+	for _, c := range cs {
+		all = append(all, c.Scopes...)
+	}
+	return normScopes(all), nil
+}
+
+// deleteClient removes a client with its consents, grants, codes and tokens.
+func (st *store) deleteClient(ctx context.Context, id string) error {
+	return affected(st.db.ExecContext(ctx, "DELETE FROM clients WHERE id = ?", id))
+}
+
+// setClientSecret replaces a confidential client's secret hash.
+func (st *store) setClientSecret(ctx context.Context, id string, hash []byte) error {
+	return affected(st.db.ExecContext(ctx, "UPDATE clients SET secret_hash = ? WHERE id = ? AND public = 0", hash, id))
+}
+
+// ---- sessions, consents, pending consent requests
+
+// session is a logged-in browser.
+type session struct {
+	Hash     []byte
+	User     user
+	AuthTime int64
+}
+
+func (st *store) createSession(ctx context.Context, hash []byte, userID, authTime, expires int64) error {
+	_, err := st.db.ExecContext(ctx, "INSERT INTO sessions(hash, user_id, auth_time, expires_at) VALUES(?, ?, ?, ?)",
+		hash, userID, authTime, expires)
+	return err
+}
+
+// sessionByHash returns the live session with that cookie hash, with its user.
+func (st *store) sessionByHash(ctx context.Context, hash []byte, now int64) (session, error) {
+	row := st.db.QueryRowContext(ctx, "SELECT s.auth_time, u.id, u.sub, u.username, u.password_hash, u.admin, u.created_at "+
+		"FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.hash = ? AND s.expires_at > ?", hash, now)
+	s := session{Hash: hash}
+	err := row.Scan(&s.AuthTime, &s.User.ID, &s.User.Sub, &s.User.Username, &s.User.PasswordHash, &s.User.Admin, &s.User.CreatedAt)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = errNotFound
+	}
+	return s, err
+}
+
+func (st *store) deleteSession(ctx context.Context, hash []byte) error {
+	_, err := st.db.ExecContext(ctx, "DELETE FROM sessions WHERE hash = ?", hash)
+	return err
+}
+
+// consentScopes returns every scope the user has approved for the client.
+func (st *store) consentScopes(ctx context.Context, userID int64, clientID string) ([]string, error) {
+	var s string
+	err := st.db.QueryRowContext(ctx, "SELECT scope FROM consents WHERE user_id = ? AND client_id = ?", userID, clientID).Scan(&s)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, errNotFound
+	}
+	return strings.Fields(s), err
+}
+
+// addConsent remembers that the user approved scopes for the client (joined to earlier approvals).
+func (st *store) addConsent(ctx context.Context, tx *sql.Tx, userID int64, clientID string, scopes []string, now int64) error {
+	var old string
+	err := tx.QueryRowContext(ctx, "SELECT scope FROM consents WHERE user_id = ? AND client_id = ?", userID, clientID).Scan(&old)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	all := strings.Join(normScopes(append(strings.Fields(old), scopes...)), " ")
+	_, err = tx.ExecContext(ctx, "INSERT INTO consents(user_id, client_id, scope, created_at, updated_at) VALUES(?, ?, ?, ?, ?) "+
+		"ON CONFLICT(user_id, client_id) DO UPDATE SET scope = excluded.scope, updated_at = excluded.updated_at",
+		userID, clientID, all, now, now)
+	return err
+}
+
+func (st *store) createPending(ctx context.Context, hash, sessionHash []byte, req authRequest, expires int64) error {
+	b, _ := json.Marshal(req)
+	_, err := st.db.ExecContext(ctx, "INSERT INTO pending(hash, session_hash, request, expires_at) VALUES(?, ?, ?, ?)",
+		hash, sessionHash, string(b), expires)
+	return err
+}
+
+// takePending consumes the pending consent request bound to this session: a replayed or
+// forged form finds nothing.
+func (st *store) takePending(ctx context.Context, hash, sessionHash []byte, now int64) (authRequest, error) {
+	var req authRequest
+	var b string
+	err := st.db.QueryRowContext(ctx, "DELETE FROM pending WHERE hash = ? AND session_hash = ? AND expires_at > ? RETURNING request",
+		hash, sessionHash, now).Scan(&b)
+	if errors.Is(err, sql.ErrNoRows) {
+		return req, errNotFound
+	}
+	if err != nil {
+		return req, err
+	}
+	return req, json.Unmarshal([]byte(b), &req)
+}
+
+// ---- codes and tokens
+
+// authCode is a stored authorization code (without the code itself).
+type authCode struct {
+	ClientID      string
+	UserID        int64
+	RedirectURI   string
+	RedirectGiven bool
+	Scope         string
+	CodeChallenge string
+	Nonce         string
+	AuthTime      int64
+	ExpiresAt     int64
+}
+
+// issueCode stores a code and, when the user approved on the consent page, the consent with it.
+func (st *store) issueCode(ctx context.Context, hash []byte, c authCode, consent []string, now int64) error {
+	return st.tx(ctx, func(tx *sql.Tx) error {
+		if consent != nil {
+			if err := st.addConsent(ctx, tx, c.UserID, c.ClientID, consent, now); err != nil {
+				return err
+			}
+		}
+		_, err := tx.ExecContext(ctx, "INSERT INTO codes(hash, client_id, user_id, redirect_uri, redirect_given, scope, code_challenge, nonce, auth_time, expires_at) "+
+			"VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", hash, c.ClientID, c.UserID, c.RedirectURI, c.RedirectGiven, c.Scope,
+			c.CodeChallenge, c.Nonce, c.AuthTime, c.ExpiresAt)
+		return err
+	})
+}
+
+// newToken is a token about to be stored: its hash and lifetime.
+type newToken struct {
+	Hash      []byte
+	Scope     string
+	ExpiresAt int64
+}
+
+// tokenPair is what one successful token request stores.
+type tokenPair struct {
+	Access  newToken
+	Refresh newToken
+}
+
+const (
+	kindAccess  = 1
+	kindRefresh = 2
+)
+
+func insertPair(ctx context.Context, tx *sql.Tx, grantID int64, p tokenPair, now int64) error {
+	for _, t := range []struct {
+		kind int
+		tok  newToken
+	}{{kindAccess, p.Access}, {kindRefresh, p.Refresh}} {
+		if t.tok.Hash == nil {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, "INSERT INTO tokens(hash, kind, grant_id, scope, created_at, expires_at) VALUES(?, ?, ?, ?, ?, ?)",
+			t.tok.Hash, t.kind, grantID, t.tok.Scope, now, t.tok.ExpiresAt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// redeemCode exchanges a code for tokens in one write transaction: the code is looked up,
+// checked by issue (client, redirect_uri, PKCE) which makes the tokens, marked used and a grant with its tokens is
+// created. RFC 6749 §4.1.2: a code presented again revokes every token issued from it
+// (errCodeReused, committed).
+func (st *store) redeemCode(ctx context.Context, hash []byte, now int64, issue func(authCode) (tokenPair, error)) (authCode, error) {
+	var c authCode
+	err := st.tx(ctx, func(tx *sql.Tx) error {
+		var used, grantID sql.NullInt64
+		err := tx.QueryRowContext(ctx, "SELECT client_id, user_id, redirect_uri, redirect_given, scope, code_challenge, nonce, auth_time, expires_at, used_at, grant_id "+
+			"FROM codes WHERE hash = ?", hash).Scan(&c.ClientID, &c.UserID, &c.RedirectURI, &c.RedirectGiven, &c.Scope,
+			&c.CodeChallenge, &c.Nonce, &c.AuthTime, &c.ExpiresAt, &used, &grantID)
+		if errors.Is(err, sql.ErrNoRows) {
+			return errNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if used.Valid {
+			if grantID.Valid {
+				if _, err := tx.ExecContext(ctx, "DELETE FROM grants WHERE id = ?", grantID.Int64); err != nil {
+					return err
+				}
+			}
+			return commitErr{errCodeReused}
+		}
+		if c.ExpiresAt <= now {
+			return errExpired
+		}
+		pair, err := issue(c)
+		if err != nil {
+			return err
+		}
+		var gid int64
+		if err := tx.QueryRowContext(ctx, "INSERT INTO grants(client_id, user_id, scope, auth_time, created_at) VALUES(?, ?, ?, ?, ?) RETURNING id",
+			c.ClientID, c.UserID, c.Scope, c.AuthTime, now).Scan(&gid); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE codes SET used_at = ?, grant_id = ? WHERE hash = ?", now, gid, hash); err != nil {
+			return err
+		}
+		return insertPair(ctx, tx, gid, pair, now)
+	})
+	return c, err
+}
+
+// tokenInfo is a stored token with its grant and user, for introspection and refresh.
+type tokenInfo struct {
+	Kind          int
+	GrantID       int64
+	ClientID      string
+	Scope         string // this token's scope
+	GrantScope    string // everything the grant was given
+	CreatedAt     int64
+	ExpiresAt     int64
+	Rotated       bool
+	RotatedAt     int64
+	SuccessorHash []byte
+	SuccessorBlob []byte
+	AuthTime      int64
+	User          user
+}
+
+const tokenQuery = "SELECT t.kind, t.grant_id, g.client_id, t.scope, g.scope, t.created_at, t.expires_at, t.rotated_at, t.successor_hash, t.successor_blob, " +
+	"g.auth_time, u.id, u.sub, u.username FROM tokens t JOIN grants g ON g.id = t.grant_id JOIN users u ON u.id = g.user_id WHERE t.hash = ?"
+
+func scanToken(row *sql.Row) (tokenInfo, error) {
+	var t tokenInfo
+	var rotated sql.NullInt64
+	err := row.Scan(&t.Kind, &t.GrantID, &t.ClientID, &t.Scope, &t.GrantScope, &t.CreatedAt, &t.ExpiresAt, &rotated,
+		&t.SuccessorHash, &t.SuccessorBlob, &t.AuthTime, &t.User.ID, &t.User.Sub, &t.User.Username)
+	if errors.Is(err, sql.ErrNoRows) {
+		return t, errNotFound
+	}
+	t.Rotated, t.RotatedAt = rotated.Valid, rotated.Int64
+	return t, err
+}
+
+// tokenByHash looks a token up; expiry and rotation are for the caller to judge.
+func (st *store) tokenByHash(ctx context.Context, hash []byte) (tokenInfo, error) {
+	return scanToken(st.db.QueryRowContext(ctx, tokenQuery, hash))
+}
+
+// refreshResult says how a refresh request was answered: new tokens, or (within the grace)
+// the sealed successor that an earlier concurrent request received.
+type refreshResult struct {
+	Token         tokenInfo
+	SuccessorBlob []byte // non-nil when the grace returned an earlier successor
+}
+
+// rotateRefresh exchanges a refresh token (RFC 6749 §6) for the pair issue makes, in one
+// write transaction. The
+// old token is marked rotated and keeps the sealed successor; presenting it again within grace
+// returns that successor, later it revokes the whole grant (errRefreshReused, committed).
+func (st *store) rotateRefresh(ctx context.Context, hash []byte, clientID string, now, grace int64, issue func(tokenInfo) (tokenPair, []byte, error)) (refreshResult, error) {
+	var res refreshResult
+	err := st.tx(ctx, func(tx *sql.Tx) error {
+		t, err := scanToken(tx.QueryRowContext(ctx, tokenQuery, hash))
+		if err != nil {
+			return err
+		}
+		res.Token = t
+		if t.Kind != kindRefresh {
+			return errNotFound
+		}
+		if t.ClientID != clientID {
+			return errWrongClient
+		}
+		if t.ExpiresAt <= now {
+			return errExpired
+		}
+		if t.Rotated {
+			if now-t.RotatedAt <= grace && t.SuccessorBlob != nil {
+				var live int
+				err := tx.QueryRowContext(ctx, "SELECT count(*) FROM tokens WHERE hash = ? AND rotated_at IS NULL AND expires_at > ?",
+					t.SuccessorHash, now).Scan(&live)
+				if err != nil {
+					return err
+				}
+				if live == 1 {
+					res.SuccessorBlob = t.SuccessorBlob
+					return nil
+				}
+			}
+			if _, err := tx.ExecContext(ctx, "DELETE FROM grants WHERE id = ?", t.GrantID); err != nil {
+				return err
+			}
+			return commitErr{errRefreshReused}
+		}
+		pair, sealed, err := issue(t)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE tokens SET rotated_at = ?, successor_hash = ?, successor_blob = ? WHERE hash = ?",
+			now, pair.Refresh.Hash, sealed, hash); err != nil {
+			return err
+		}
+		return insertPair(ctx, tx, t.GrantID, pair, now)
+	})
+	return res, err
+}
+
+// revokeToken revokes a token issued to clientID (RFC 7009): an access token alone, a refresh
+// token with its whole grant.
+func (st *store) revokeToken(ctx context.Context, hash []byte, clientID string) error {
+	return st.tx(ctx, func(tx *sql.Tx) error {
+		t, err := scanToken(tx.QueryRowContext(ctx, tokenQuery, hash))
+		if err != nil {
+			return err
+		}
+		if t.ClientID != clientID {
+			return errWrongClient
+		}
+		if t.Kind == kindRefresh {
+			_, err = tx.ExecContext(ctx, "DELETE FROM grants WHERE id = ?", t.GrantID)
+		} else {
+			_, err = tx.ExecContext(ctx, "DELETE FROM tokens WHERE hash = ?", hash)
+		}
+		return err
+	})
+}
+
+// purge deletes what has expired: codes, tokens, sessions, pending consents, sealed
+// successors past the grace, and grants left without tokens or codes.
+func (st *store) purge(ctx context.Context, now time.Time, grace time.Duration) (int64, error) {
+	n := now.Unix()
+	var total int64
+	err := st.tx(ctx, func(tx *sql.Tx) error {
+		for _, q := range []struct {
+			sql  string
+			args []any
+		}{
+			{"DELETE FROM codes WHERE expires_at <= ?", []any{n}},
+			{"DELETE FROM tokens WHERE expires_at <= ?", []any{n}},
+			{"DELETE FROM sessions WHERE expires_at <= ?", []any{n}},
+			{"DELETE FROM pending WHERE expires_at <= ?", []any{n}},
+			{"UPDATE tokens SET successor_blob = NULL WHERE successor_blob IS NOT NULL AND rotated_at < ?", []any{n - int64(grace/time.Second)}},
+			{"DELETE FROM grants WHERE NOT EXISTS (SELECT 1 FROM tokens WHERE grant_id = grants.id) AND NOT EXISTS (SELECT 1 FROM codes WHERE grant_id = grants.id)", nil},
+		} {
+			res, err := tx.ExecContext(ctx, q.sql, q.args...)
+			if err != nil {
+				return err
+			}
+			k, _ := res.RowsAffected()
+			total += k
+		}
+		return nil
+	})
+	return total, err
+}
