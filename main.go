@@ -377,10 +377,9 @@ type stringList []string
 func (l *stringList) String() string     { return strings.Join(*l, " ") }
 func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
-// clientJSON is a client as the CLI prints it; the secret only when just created.
+// clientJSON is a client as `client list` prints it: never a secret.
 type clientJSON struct {
 	ClientID     string   `json:"client_id"`
-	ClientSecret string   `json:"client_secret,omitempty"`
 	Name         string   `json:"name"`
 	Description  string   `json:"description,omitempty"`
 	RedirectURIs []string `json:"redirect_uris"`
@@ -389,8 +388,8 @@ type clientJSON struct {
 	CreatedAt    int64    `json:"created_at,omitempty"`
 }
 
-func toClientJSON(c client, secret string) clientJSON {
-	return clientJSON{ClientID: c.ID, ClientSecret: secret, Name: c.Name, Description: c.Description,
+func toClientJSON(c client) clientJSON {
+	return clientJSON{ClientID: c.ID, Name: c.Name, Description: c.Description,
 		RedirectURIs: c.RedirectURIs, Scope: strings.Join(c.Scopes, " "), Public: c.Public, CreatedAt: c.CreatedAt}
 }
 
@@ -444,14 +443,19 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer, get
 		if err := st.createClient(ctx, c); err != nil {
 			return err
 		}
-		return printJSON(stdout, toClientJSON(c, secret))
+		// The contract: exactly these keys, client_secret only for confidential clients.
+		out := map[string]any{"client_id": c.ID, "name": c.Name, "redirect_uris": c.RedirectURIs, "public": c.Public}
+		if secret != "" {
+			out["client_secret"] = secret
+		}
+		return printJSON(stdout, out)
 	case "list":
 		cs, err := st.listClients(ctx)
 		if err != nil {
 			return err
 		}
 		for _, c := range cs {
-			if err := printJSON(stdout, toClientJSON(c, "")); err != nil {
+			if err := printJSON(stdout, toClientJSON(c)); err != nil {
 				return err
 			}
 		}
