@@ -399,6 +399,13 @@ func (s *server) handleSetupPage(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, http.StatusForbidden, "Setup link not valid", "This setup link is wrong or was already used. Use `oauthd user add` to create accounts.")
 		return
 	}
+	if n, err := s.store.countUsers(r.Context()); err != nil {
+		s.serverErrorPage(w, r, err)
+		return
+	} else if n > 0 {
+		s.errorPage(w, http.StatusConflict, "Already set up", "An account already exists; this setup link no longer works. Sign in instead.")
+		return
+	}
 	bid := s.browserID(w, r)
 	s.render(w, http.StatusOK, "setup", setupPage{pageData: pageData{CSRF: s.csrfToken(bid, "setup")}, Token: tok})
 }

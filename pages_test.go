@@ -231,6 +231,9 @@ func TestSetup(t *testing.T) {
 	b2 := ts2.browser("", "")
 	p = b2.get("/setup?token=" + tok2)
 	ts2.addUser("alice", "correct horse battery")
+	if p := b2.get("/setup?token=" + tok2); p.StatusCode != http.StatusConflict {
+		t.Fatalf("setup page after a CLI user = %d; want 409", p.StatusCode)
+	}
 	form = url.Values{"token": {tok2}, "csrf_token": {hidden(p.Body, "csrf_token")}, "username": {"root"},
 		"password": {"a long admin password"}, "password2": {"a long admin password"}}
 	if r := b2.post("/setup", form); r.StatusCode != http.StatusConflict {
