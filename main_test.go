@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -126,6 +127,28 @@ func TestServeShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.Close()
+}
+
+// TestSignalShutdown: SIGTERM, as a service manager sends it, stops the server cleanly.
+func TestSignalShutdown(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "sig.db")
+	logs := &syncBuffer{}
+	done := make(chan int, 1)
+	go func() {
+		done <- run(context.Background(), []string{"-addr", "127.0.0.1:0", "-db", db}, strings.NewReader(""), &bytes.Buffer{}, logs, func(string) string { return "" })
+	}()
+	waitFor(t, func() bool { return strings.Contains(logs.String(), "oauthd listening") })
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-done:
+		if code != 0 || !strings.Contains(logs.String(), "msg=stopped") {
+			t.Fatalf("run after SIGTERM = %d; log:\n%s", code, logs.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("SIGTERM did not stop the server")
+	}
 }
 
 func waitFor(t *testing.T, cond func() bool) {
