@@ -483,21 +483,21 @@ func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sess, ok := s.session(r)
-	if !ok {
+	if !ok || slices.Contains(prompt, "login") {
 		if slices.Contains(prompt, "none") {
 			fail(errLoginRequired, "the user is not logged in")
 			return
 		}
-		s.redirectToLogin(w, r, r.URL.RequestURI())
-		return
-	}
-	if slices.Contains(prompt, "login") {
-		// Re-authenticate, then come back without prompt=login.
-		q.Set("prompt", strings.Join(slices.DeleteFunc(prompt, func(p string) bool { return p == "login" }), " "))
-		if q.Get("prompt") == "" {
-			q.Del("prompt")
+		// Authenticate, then come back to this request without prompt=login (or it would loop).
+		next := r.URL.RequestURI()
+		if slices.Contains(prompt, "login") {
+			q.Set("prompt", strings.Join(slices.DeleteFunc(prompt, func(p string) bool { return p == "login" }), " "))
+			if q.Get("prompt") == "" {
+				q.Del("prompt")
+			}
+			next = r.URL.Path + "?" + q.Encode()
 		}
-		s.redirectToLogin(w, r, r.URL.Path+"?"+q.Encode())
+		s.redirectToLogin(w, r, next)
 		return
 	}
 	approved, err := s.store.consentScopes(r.Context(), sess.User.ID, c.ID)

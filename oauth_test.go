@@ -164,6 +164,23 @@ func TestAuthorizeErrors(t *testing.T) {
 			t.Fatalf("prompt=none logged out: %d %q; want login_required", p.StatusCode, p.Header.Get("Location"))
 		}
 	})
+	t.Run("prompt login re-authenticates once", func(t *testing.T) {
+		for _, fresh := range []bool{false, true} {
+			br := b
+			if fresh {
+				br = ts.browser("alice", "correct horse battery")
+			}
+			q := good(func(q url.Values) { q.Set("prompt", "login consent") })
+			p := br.get("/oauth/authorize?" + q.Encode())
+			loc, _ := url.Parse(p.Header.Get("Location"))
+			if loc == nil || loc.Path != "/login" || strings.Contains(loc.Query().Get("next"), "login") {
+				t.Fatalf("prompt=login (fresh=%v) = %d %q; want the login page, coming back without prompt=login", fresh, p.StatusCode, p.Header.Get("Location"))
+			}
+			if p := br.authorize(q, ""); !strings.Contains(p.Body, `name="decision"`) {
+				t.Fatalf("prompt=login (fresh=%v) did not reach the consent page after one login: %d %q", fresh, p.StatusCode, p.Header.Get("Location"))
+			}
+		}
+	})
 	t.Run("not logged in goes to login and back", func(t *testing.T) {
 		q := good(func(url.Values) {})
 		p := ts.browser("", "").get("/oauth/authorize?" + q.Encode())
