@@ -1,0 +1,383 @@
+package main
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"mime"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// ---- token endpoint
+
+// tokenForm reads an RFC 6749 §3.2 request: POST, form-encoded body within maxBody, no
+// parameters in the URL, no parameter repeated (§3.1).
+func tokenForm(r *http.Request) (url.Values, *oauthError) {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/x-www-form-urlencoded" {
+		return nil, oerr(errInvalidRequest, "the body must be application/x-www-form-urlencoded")
+	}
+	if r.URL.RawQuery != "" {
+		return nil, oerr(errInvalidRequest, "parameters must be sent in the request body, not in the URL")
+	}
+	if err := r.ParseForm(); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, oerr(errInvalidRequest, "the request body is larger than %d bytes", maxBody)
+		}
+		return nil, oerr(errInvalidRequest, "the request body is not a valid form")
+	}
+	for k, v := range r.PostForm {
+		if len(v) > 1 {
+			return nil, oerr(errInvalidRequest, "the parameter %s is repeated (RFC 6749 §3.1)", k)
+		}
+	}
+	return r.PostForm, nil
+}
+
+// authenticateClient identifies the caller (RFC 6749 §2.3): client_secret_basic with the
+// §2.3.1 form-decoding, client_secret_post, or none for public clients; never two at once.
+func (s *server) authenticateClient(ctx context.Context, r *http.Request, form url.Values) (client, *oauthError) {
+	var id, secret string
+	var hasSecret bool
+	if r.Header.Get("Authorization") != "" {
+		bid, bsecret, ok := r.BasicAuth()
+		if !ok {
+			return client{}, oerr(errInvalidClient, "the Authorization header is not valid Basic authentication")
+		}
+		var err1, err2 error
+		id, err1 = url.QueryUnescape(bid)
+		secret, err2 = url.QueryUnescape(bsecret)
+		if err1 != nil || err2 != nil {
+			return client{}, oerr(errInvalidClient, "the Basic credentials are not form-encoded (RFC 6749 §2.3.1)")
+		}
+		hasSecret = true
+		if _, ok := form["client_secret"]; ok {
+			return client{}, oerr(errInvalidRequest, "use one client authentication method: Basic or client_secret in the body, not both")
+		}
+		if fid := form.Get("client_id"); fid != "" && fid != id {
+			return client{}, oerr(errInvalidRequest, "client_id in the body differs from the Basic credentials")
+		}
+	} else {
+		id = form.Get("client_id")
+		secret, hasSecret = form.Get("client_secret"), form.Has("client_secret")
+	}
+	if id == "" {
+		return client{}, oerr(errInvalidClient, "client authentication is required")
+	}
+	c, err := s.store.clientByID(ctx, id)
+	if err != nil && !errors.Is(err, errNotFound) {
+		return client{}, &oauthError{Code: errServerError, Description: "the server could not check the client", Status: 500, cause: err}
+	}
+	if c.Public && err == nil {
+		if hasSecret && secret != "" {
+			return client{}, oerr(errInvalidClient, "this is a public client; it has no secret to send")
+		}
+		return c, nil
+	}
+	// Confidential or unknown: compare a hash either way, so both cost the same.
+	want := c.SecretHash
+	if want == nil {
+		want = make([]byte, sha256.Size)
+	}
+	if !hasSecret || subtle.ConstantTimeCompare(hashSecret(secret), want) != 1 || err != nil {
+		return client{}, oerr(errInvalidClient, "unknown client or wrong client secret")
+	}
+	return c, nil
+}
+
+// handleTokenGet refuses GET: the seed's GET form put client secrets and codes into URLs.
+func (s *server) handleTokenGet(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Allow", http.MethodPost)
+	s.writeError(w, r, oerr(errInvalidRequest, "the token endpoint requires POST with a form body (RFC 6749 §3.2)"))
+}
+
+// tokenResponse is the RFC 6749 §5.1 success body.
+type tokenResponse struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+	Scope        string `json:"scope"`
+}
+
+// handleToken is the token endpoint (RFC 6749 §3.2): one switch on grant_type.
+func (s *server) handleToken(w http.ResponseWriter, r *http.Request) {
+	form, oe := tokenForm(r)
+	if oe != nil {
+		s.writeError(w, r, oe)
+		return
+	}
+	c, oe := s.authenticateClient(r.Context(), r, form)
+	if oe != nil {
+		s.writeError(w, r, oe)
+		return
+	}
+	switch gt := form.Get("grant_type"); gt {
+	case "authorization_code":
+		s.handleAuthorizationCodeGrant(w, r, c, form)
+	case "refresh_token":
+		s.handleRefreshTokenGrant(w, r, c, form)
+	case "":
+		s.writeError(w, r, oerr(errInvalidRequest, "grant_type is required"))
+	default:
+		s.writeError(w, r, oerr(errUnsupportedGrantType, "grant_type %q is not supported", gt))
+	}
+}
+
+// newPair makes a fresh access and refresh token for scope.
+func (s *server) newPair(scope, refreshScope string, now time.Time) (tokenResponse, tokenPair) {
+	resp := tokenResponse{AccessToken: newSecret(), TokenType: "Bearer", ExpiresIn: int64(s.cfg.TokenTTL / time.Second),
+		RefreshToken: newSecret(), Scope: scope}
+	return resp, tokenPair{
+		Access:  newToken{Hash: hashSecret(resp.AccessToken), Scope: scope, ExpiresAt: now.Add(s.cfg.TokenTTL).Unix()},
+		Refresh: newToken{Hash: hashSecret(resp.RefreshToken), Scope: refreshScope, ExpiresAt: now.Add(s.cfg.RefreshTTL).Unix()},
+	}
+}
+
+// handleAuthorizationCodeGrant exchanges a code (RFC 6749 §4.1.3, RFC 7636 §4.6).
+func (s *server) handleAuthorizationCodeGrant(w http.ResponseWriter, r *http.Request, c client, form url.Values) {
+	code := form.Get("code")
+	if code == "" {
+		s.writeError(w, r, oerr(errInvalidRequest, "code is required"))
+		return
+	}
+	verifier, redirect := form.Get("code_verifier"), form.Get("redirect_uri")
+	if form.Has("code_verifier") && !validVerifier(verifier) {
+		s.writeError(w, r, oerr(errInvalidRequest, "code_verifier must be 43 to 128 characters of [A-Za-z0-9-._~] (RFC 7636 §4.1)"))
+		return
+	}
+	now := s.now()
+	var resp tokenResponse
+	verify := func(ac authCode) (tokenPair, error) {
+		if ac.ClientID != c.ID {
+			return tokenPair{}, oerr(errInvalidGrant, "the code was issued to another client")
+		}
+		if (ac.RedirectGiven || redirect != "") && redirect != ac.RedirectURI {
+			return tokenPair{}, oerr(errInvalidGrant, "redirect_uri does not match the authorization request")
+		}
+		if ac.CodeChallenge != "" {
+			if verifier == "" {
+				return tokenPair{}, oerr(errInvalidGrant, "code_verifier is required: the authorization request used PKCE")
+			}
+			sum := sha256.Sum256([]byte(verifier))
+			if subtle.ConstantTimeCompare([]byte(base64.RawURLEncoding.EncodeToString(sum[:])), []byte(ac.CodeChallenge)) != 1 {
+				return tokenPair{}, oerr(errInvalidGrant, "code_verifier does not match the code_challenge")
+			}
+		} else if verifier != "" {
+			// RFC 9700 §2.1.1: a verifier without a challenge is a downgrade attempt.
+			return tokenPair{}, oerr(errInvalidGrant, "code_verifier sent but the authorization request had no code_challenge")
+		}
+		var pair tokenPair
+		resp, pair = s.newPair(ac.Scope, ac.Scope, now)
+		return pair, nil
+	}
+	ac, err := s.store.redeemCode(r.Context(), hashSecret(code), now.Unix(), verify)
+	switch {
+	case errors.Is(err, errNotFound):
+		s.writeError(w, r, oerr(errInvalidGrant, "unknown authorization code"))
+	case errors.Is(err, errExpired):
+		s.writeError(w, r, oerr(errInvalidGrant, "the authorization code has expired"))
+	case errors.Is(err, errCodeReused):
+		s.log.Warn("authorization code replayed; its grant is revoked", "client_id", c.ID)
+		s.writeError(w, r, oerr(errInvalidGrant, "the authorization code was already used; the tokens issued from it are revoked"))
+	case err != nil:
+		s.writeError(w, r, err)
+	default:
+		s.log.Info("tokens issued", "grant_type", "authorization_code", "client_id", c.ID, "user_id", ac.UserID, "scope", ac.Scope)
+		writeJSON(w, http.StatusOK, resp)
+	}
+}
+
+// validVerifier checks a code_verifier's form (RFC 7636 §4.1).
+func validVerifier(v string) bool {
+	if len(v) < 43 || len(v) > 128 {
+		return false
+	}
+	for _, c := range []byte(v) {
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.IndexByte("-._~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// sealedSuccessor is what a rotated refresh token keeps so that a concurrent second refresh
+// within the grace gets the very same answer.
+type sealedSuccessor struct {
+	AccessToken  string `json:"a"`
+	RefreshToken string `json:"r"`
+	Scope        string `json:"s"`
+	ExpiresAt    int64  `json:"e"`
+}
+
+// graceKey derives the key that seals a successor from the old refresh token itself: the
+// database holds only the token's hash, from which this key cannot be computed.
+func graceKey(oldToken string) cipher.AEAD {
+	k := sha256.Sum256([]byte("oauthd refresh grace v1\x00" + oldToken))
+	b, _ := aes.NewCipher(k[:])
+	g, _ := cipher.NewGCM(b)
+	return g
+}
+
+func seal(oldToken string, v sealedSuccessor) []byte {
+	g := graceKey(oldToken)
+	pt, _ := json.Marshal(v)
+	nonce := make([]byte, g.NonceSize())
+	rand.Read(nonce)
+	return g.Seal(nonce, nonce, pt, nil)
+}
+
+func unseal(oldToken string, blob []byte) (sealedSuccessor, error) {
+	var v sealedSuccessor
+	g := graceKey(oldToken)
+	if len(blob) < g.NonceSize() {
+		return v, errors.New("sealed successor too short")
+	}
+	pt, err := g.Open(nil, blob[:g.NonceSize()], blob[g.NonceSize():], nil)
+	if err != nil {
+		return v, err
+	}
+	return v, json.Unmarshal(pt, &v)
+}
+
+// handleRefreshTokenGrant rotates a refresh token (RFC 6749 §6, RFC 9700 §4.14.2).
+func (s *server) handleRefreshTokenGrant(w http.ResponseWriter, r *http.Request, c client, form url.Values) {
+	rt := form.Get("refresh_token")
+	if rt == "" {
+		s.writeError(w, r, oerr(errInvalidRequest, "refresh_token is required"))
+		return
+	}
+	var want []string
+	if form.Has("scope") {
+		var ok bool
+		if want, ok = parseScope(form.Get("scope")); !ok {
+			s.writeError(w, r, oerr(errInvalidScope, "scope has characters outside RFC 6749 §3.3"))
+			return
+		}
+	}
+	now := s.now()
+	var resp tokenResponse
+	var sealed []byte
+	issue := func(t tokenInfo) (tokenPair, []byte, error) {
+		scope := t.Scope
+		if want != nil {
+			if !subset(want, strings.Fields(t.Scope)) {
+				return tokenPair{}, nil, oerr(errInvalidScope, "the requested scope exceeds what was granted")
+			}
+			scope = strings.Join(want, " ")
+		}
+		var pair tokenPair
+		resp, pair = s.newPair(scope, t.Scope, now)
+		sealed = seal(rt, sealedSuccessor{resp.AccessToken, resp.RefreshToken, resp.Scope, pair.Access.ExpiresAt})
+		return pair, sealed, nil
+	}
+	res, err := s.store.rotateRefresh(r.Context(), hashSecret(rt), c.ID, now.Unix(), int64(s.cfg.RefreshGrace/time.Second), issue)
+	switch {
+	case errors.Is(err, errNotFound), errors.Is(err, errWrongClient):
+		s.writeError(w, r, oerr(errInvalidGrant, "unknown refresh token, or one issued to another client"))
+	case errors.Is(err, errExpired):
+		s.writeError(w, r, oerr(errInvalidGrant, "the refresh token has expired"))
+	case errors.Is(err, errRefreshReused):
+		s.log.Warn("rotated refresh token replayed; its grant is revoked", "client_id", c.ID, "user", res.Token.User.Username)
+		s.writeError(w, r, oerr(errInvalidGrant, "the refresh token was already used; every token of this grant is revoked"))
+	case err != nil:
+		s.writeError(w, r, err)
+	case res.SuccessorBlob != nil:
+		v, err := unseal(rt, res.SuccessorBlob)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		s.log.Info("refresh repeated within the grace; same successor returned", "client_id", c.ID, "user", res.Token.User.Username)
+		writeJSON(w, http.StatusOK, tokenResponse{AccessToken: v.AccessToken, TokenType: "Bearer", ExpiresIn: max(v.ExpiresAt-now.Unix(), 1),
+			RefreshToken: v.RefreshToken, Scope: v.Scope})
+	default:
+		s.log.Info("tokens issued", "grant_type", "refresh_token", "client_id", c.ID, "user", res.Token.User.Username, "scope", resp.Scope)
+		writeJSON(w, http.StatusOK, resp)
+	}
+}
+
+// ---- introspection and revocation
+
+// handleIntrospect is RFC 7662: a confidential client asks whether a token is active.
+func (s *server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
+	form, oe := tokenForm(r)
+	if oe == nil {
+		var c client
+		c, oe = s.authenticateClient(r.Context(), r, form)
+		if oe == nil && c.Public {
+			oe = oerr(errInvalidClient, "introspection is for confidential clients (resource servers)")
+		}
+	}
+	if oe != nil {
+		s.writeError(w, r, oe)
+		return
+	}
+	tok := form.Get("token")
+	if tok == "" {
+		s.writeError(w, r, oerr(errInvalidRequest, "token is required"))
+		return
+	}
+	t, err := s.store.tokenByHash(r.Context(), hashSecret(tok))
+	if err != nil && !errors.Is(err, errNotFound) {
+		s.writeError(w, r, err)
+		return
+	}
+	if err != nil || t.ExpiresAt <= s.now().Unix() || t.Rotated {
+		writeJSON(w, http.StatusOK, map[string]bool{"active": false})
+		return
+	}
+	resp := map[string]any{
+		"active": true, "scope": t.Scope, "client_id": t.ClientID, "username": t.User.Username, "sub": t.User.Sub,
+		"exp": t.ExpiresAt, "iat": t.CreatedAt, "iss": s.cfg.Issuer,
+	}
+	if t.Kind == kindAccess {
+		resp["token_type"], resp["token_use"] = "Bearer", "access_token"
+	} else {
+		resp["token_use"] = "refresh_token"
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// handleRevoke is RFC 7009: a client revokes one of its tokens; a refresh token takes its
+// whole grant with it. Unknown tokens answer 200 (§2.2).
+func (s *server) handleRevoke(w http.ResponseWriter, r *http.Request) {
+	form, oe := tokenForm(r)
+	var c client
+	if oe == nil {
+		c, oe = s.authenticateClient(r.Context(), r, form)
+	}
+	if oe != nil {
+		s.writeError(w, r, oe)
+		return
+	}
+	tok := form.Get("token")
+	if tok == "" {
+		s.writeError(w, r, oerr(errInvalidRequest, "token is required"))
+		return
+	}
+	err := s.store.revokeToken(r.Context(), hashSecret(tok), c.ID)
+	switch {
+	case errors.Is(err, errWrongClient):
+		s.writeError(w, r, oerr(errUnauthorizedClient, "the token was issued to another client"))
+	case err != nil && !errors.Is(err, errNotFound):
+		s.writeError(w, r, err)
+	default:
+		if err == nil {
+			s.log.Info("token revoked", "client_id", c.ID)
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusOK)
+	}
+}
+
