@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -60,6 +61,23 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
+// testKeys caches one signing key per algorithm for the whole test run: RSA generation is slow.
+var testKeys = struct {
+	sync.Mutex
+	m map[string]crypto.Signer
+}{m: map[string]crypto.Signer{}}
+
+func cachedKey(alg string) (crypto.Signer, error) {
+	testKeys.Lock()
+	defer testKeys.Unlock()
+	if k, ok := testKeys.m[alg]; ok {
+		return k, nil
+	}
+	k, err := generateKey(alg)
+	testKeys.m[alg] = k
+	return k, err
+}
+
 // testServer is a real server on a real SQLite file in t.TempDir(), behind httptest.
 type testServer struct {
 	t     *testing.T
@@ -79,6 +97,7 @@ func newTestServer(t *testing.T, edit ...func(*config)) *testServer {
 	cfg.DB = filepath.Join(t.TempDir(), "oauthd.db")
 	cfg.Issuer = "http://" + srv.Listener.Addr().String()
 	cfg.PasswordIter = testIter
+	cfg.KeyGen = cachedKey
 	for _, e := range edit {
 		e(&cfg)
 	}

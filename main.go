@@ -35,6 +35,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = runUser(ctx, args[1:], stdin, stdout, stderr, getenv)
 	case len(args) > 0 && args[0] == "client":
 		err = runClient(ctx, args[1:], stdout, stderr, getenv)
+	case len(args) > 0 && args[0] == "keys":
+		err = runKeys(ctx, args[1:], stdout, getenv)
 	case len(args) > 0 && (args[0] == "help" || args[0] == "-h" || args[0] == "--help"):
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -66,10 +68,12 @@ const usage = `oauthd: a single-binary OAuth 2 authorization server.
 
   oauthd [-addr 127.0.0.1:8080] [-db oauthd.db] [-issuer URL] [-log-level info] ...
                                serve (oauthd -h lists every flag)
-  oauthd user add [-db PATH] [-admin] NAME     add a user (password on stdin)
+  oauthd user add [-db PATH] [-admin] [-name "Full Name"] [-email ADDR] NAME   add a user (password on stdin)
   oauthd user list|del NAME|passwd NAME [-db PATH]
   oauthd client add -name NAME -redirect-uri URI [-redirect-uri URI ...] [-public] [-scope "a b"] [-description TEXT]
+                    [-post-logout-redirect-uri URI ...] [-id-token-alg RS256|ES256] [-always-refresh]
   oauthd client list | del ID | rotate-secret ID    (each takes -db PATH)
+  oauthd keys rotate | list [-db PATH]              ID token signing keys
 
 Configuration flags can also come from OAUTHD_<FLAG> (e.g. OAUTHD_ADDR, OAUTHD_DB); a flag on
 the command line wins.
@@ -222,6 +226,9 @@ func (s *server) purgeLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			n, err := s.store.purge(ctx, s.now(), s.cfg.RefreshGrace)
+			if err == nil {
+				err = s.store.deleteRetiredKeys(ctx, s.keyCutoff())
+			}
 			if err != nil && ctx.Err() == nil {
 				s.log.Error("purging expired rows failed", "cause", err)
 			} else if n > 0 {
@@ -255,8 +262,11 @@ func runUser(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	}
 	fs, db := subcommandFlags("user " + args[0])
 	admin := false
+	var fullName, email string
 	if args[0] == "add" {
 		fs.BoolVar(&admin, "admin", false, "make the user an administrator")
+		fs.StringVar(&fullName, "name", "", "the user's full name (OIDC name claim)")
+		fs.StringVar(&email, "email", "", "the user's email address, taken as verified (set by the administrator)")
 	}
 	if err := parseFlags(fs, args[1:], getenv, "db"); err != nil {
 		return err
@@ -281,10 +291,14 @@ func runUser(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		if err != nil {
 			return err
 		}
+		if err := validProfile(fullName, email); err != nil {
+			return usageError("user add: %v", err)
+		}
 		u, err := newUser(name, pw, admin, defaultPBKDF2Iter, time.Now())
 		if err != nil {
 			return err
 		}
+		u.Name, u.Email, u.EmailVerified = fullName, email, email != ""
 		if err := st.createUser(ctx, u); errors.Is(err, errExists) {
 			return fmt.Errorf("user %q already exists", name)
 		} else if err != nil {
@@ -337,7 +351,8 @@ func runUser(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 
 // userJSON is a user as the CLI prints it: never the password hash.
 func userJSON(u user) map[string]any {
-	return map[string]any{"username": u.Username, "sub": u.Sub, "admin": u.Admin, "created_at": u.CreatedAt}
+	return map[string]any{"username": u.Username, "sub": u.Sub, "admin": u.Admin, "created_at": u.CreatedAt,
+		"name": u.Name, "email": u.Email, "email_verified": u.EmailVerified}
 }
 
 // readPassword reads one line: a hidden prompt (asked twice) on a terminal, else stdin as is.
@@ -379,18 +394,22 @@ func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 // clientJSON is a client as `client list` prints it: never a secret.
 type clientJSON struct {
-	ClientID     string   `json:"client_id"`
-	Name         string   `json:"name"`
-	Description  string   `json:"description,omitempty"`
-	RedirectURIs []string `json:"redirect_uris"`
-	Scope        string   `json:"scope"`
-	Public       bool     `json:"public"`
-	CreatedAt    int64    `json:"created_at,omitempty"`
+	ClientID      string   `json:"client_id"`
+	Name          string   `json:"name"`
+	Description   string   `json:"description,omitempty"`
+	RedirectURIs  []string `json:"redirect_uris"`
+	Scope         string   `json:"scope"`
+	Public        bool     `json:"public"`
+	CreatedAt     int64    `json:"created_at,omitempty"`
+	PostLogout    []string `json:"post_logout_redirect_uris,omitempty"`
+	IDTokenAlg    string   `json:"id_token_signed_response_alg"`
+	AlwaysRefresh bool     `json:"always_refresh,omitempty"`
 }
 
 func toClientJSON(c client) clientJSON {
 	return clientJSON{ClientID: c.ID, Name: c.Name, Description: c.Description,
-		RedirectURIs: c.RedirectURIs, Scope: strings.Join(c.Scopes, " "), Public: c.Public, CreatedAt: c.CreatedAt}
+		RedirectURIs: c.RedirectURIs, Scope: strings.Join(c.Scopes, " "), Public: c.Public, CreatedAt: c.CreatedAt,
+		PostLogout: c.PostLogoutURIs, IDTokenAlg: c.IDTokenAlg, AlwaysRefresh: c.AlwaysRefresh}
 }
 
 // runClient is `oauthd client add|list|del|rotate-secret`.
@@ -401,8 +420,12 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	fs, db := subcommandFlags("client " + args[0])
 	var name, scope, description string
 	var public bool
-	var uris stringList
+	var uris, logoutURIs stringList
+	opts := clientOptions{IDTokenAlg: "RS256"}
 	if args[0] == "add" {
+		fs.Var(&logoutURIs, "post-logout-redirect-uri", "where RP-initiated logout may return (repeat for several)")
+		fs.StringVar(&opts.IDTokenAlg, "id-token-alg", "RS256", "ID token signing algorithm: RS256 or ES256")
+		fs.BoolVar(&opts.AlwaysRefresh, "always-refresh", false, "issue refresh tokens to OpenID requests even without offline_access")
 		fs.StringVar(&name, "name", "", "name shown on the consent page")
 		fs.Var(&uris, "redirect-uri", "a redirect URI (repeat for several)")
 		fs.BoolVar(&public, "public", false, "public client (native or browser app, no secret, PKCE required)")
@@ -423,7 +446,11 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	var c client
 	if args[0] == "add" {
 		var err error
-		if c, err = newClient(name, description, scope, uris, public); err != nil {
+		opts.PostLogoutURIs = logoutURIs
+		if c, err = newClient(name, description, scope, uris, public); err == nil {
+			err = opts.apply(&c)
+		}
+		if err != nil {
 			return usageError("client add: %v", err)
 		}
 	}
@@ -509,6 +536,76 @@ func newClient(name, description, scope string, uris []string, public bool) (cli
 	}
 	return client{ID: uuid.NewString(), Name: name, Description: description, RedirectURIs: normURIs(uris),
 		Scopes: scopes, Public: public, CreatedAt: time.Now().Unix()}, nil
+}
+
+// clientOptions are the OpenID Connect settings of a client registration.
+type clientOptions struct {
+	IDTokenAlg     string
+	PostLogoutURIs []string
+	AlwaysRefresh  bool
+}
+
+// apply validates the options and sets them on c.
+func (o clientOptions) apply(c *client) error {
+	if !slices.Contains(signingAlgs, o.IDTokenAlg) {
+		return fmt.Errorf("-id-token-alg %q: want RS256 or ES256", o.IDTokenAlg)
+	}
+	for _, u := range o.PostLogoutURIs {
+		if err := validateRedirectURI(u, c.Public); err != nil {
+			return fmt.Errorf("-post-logout-redirect-uri %q %v", u, err)
+		}
+	}
+	c.IDTokenAlg, c.PostLogoutURIs, c.AlwaysRefresh = o.IDTokenAlg, normURIs(o.PostLogoutURIs), o.AlwaysRefresh
+	return nil
+}
+
+// runKeys is `oauthd keys rotate|list`: ID token signing keys.
+func runKeys(ctx context.Context, args []string, stdout io.Writer, getenv func(string) string) error {
+	if len(args) == 0 || (args[0] != "rotate" && args[0] != "list") {
+		return usageError("keys: want rotate or list")
+	}
+	fs, db := subcommandFlags("keys " + args[0])
+	if err := parseFlags(fs, args[1:], getenv, "db"); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return usageError("keys %s takes no arguments", args[0])
+	}
+	st, err := openStore(ctx, *db)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if args[0] == "rotate" {
+		keys, err := st.rotateKeys(ctx, generateKey, time.Now().Unix())
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if err := printJSON(stdout, map[string]string{"kid": k.Kid, "alg": k.Alg, "status": "current"}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	keys, err := st.listKeys(ctx)
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		status := "current"
+		if k.RetiredAt != 0 {
+			status = "retired"
+		}
+		out := map[string]any{"kid": k.JWK.Kid, "alg": k.JWK.Alg, "status": status, "created_at": k.CreatedAt}
+		if k.RetiredAt != 0 {
+			out["retired_at"] = k.RetiredAt
+		}
+		if err := printJSON(stdout, out); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // normURIs drops repeated redirect URIs, keeping their order.

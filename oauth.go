@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -33,6 +34,8 @@ type config struct {
 	SessionTTL    time.Duration // browser session lifetime
 	PurgeInterval time.Duration // how often expired rows are deleted
 	PasswordIter  int           // PBKDF2 iterations for new password hashes
+
+	KeyGen func(alg string) (crypto.Signer, error) // makes signing keys; nil means generateKey
 }
 
 // defaultConfig holds the production defaults.
@@ -65,6 +68,8 @@ type server struct {
 	setupMu   sync.Mutex
 	setupHash []byte // SHA-256 of the one-time first-run setup token; nil when none
 
+	keys keyring // parsed signing keys by kid
+
 	dummyOnce sync.Once
 	dummyHash string // a password hash checked for unknown users, so failures cost the same
 }
@@ -89,6 +94,13 @@ func newServer(ctx context.Context, cfg config, st *store, log *slog.Logger) (*s
 		csrfKey: key,
 		cop:     http.NewCrossOriginProtection(),
 		secure:  strings.HasPrefix(iss, "https://"),
+	}
+	gen := cfg.KeyGen
+	if gen == nil {
+		gen = generateKey
+	}
+	if err := st.ensureKeys(ctx, gen, s.now().Unix()); err != nil {
+		return nil, fmt.Errorf("signing keys: %w", err)
 	}
 	s.cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, http.StatusForbidden, "Request refused", "This form was sent from another site. Go back to the page and try again.")
@@ -118,13 +130,24 @@ func (s *server) routes() http.Handler {
 	// RFC 6749 protocol endpoints, at the MediaGoblin plugin's paths.
 	mux.HandleFunc("GET /oauth/authorize", s.handleAuthorize)
 	mux.Handle("POST /oauth/consent", s.form(s.handleConsent))
-	mux.HandleFunc("POST /oauth/access_token", s.handleToken)
-	mux.HandleFunc("POST /oauth/token", s.handleToken)
+	mux.HandleFunc("POST /oauth/access_token", cors(s.handleToken))
+	mux.HandleFunc("POST /oauth/token", cors(s.handleToken))
 	mux.HandleFunc("GET /oauth/access_token", s.handleTokenGet)
 	mux.HandleFunc("GET /oauth/token", s.handleTokenGet)
 	mux.HandleFunc("POST /oauth/introspect", s.handleIntrospect)
-	mux.HandleFunc("POST /oauth/revoke", s.handleRevoke)
-	mux.HandleFunc("GET /.well-known/oauth-authorization-server", s.handleMetadata)
+	mux.HandleFunc("POST /oauth/revoke", cors(s.handleRevoke))
+	mux.HandleFunc("GET /.well-known/oauth-authorization-server", cors(s.handleMetadata))
+	// OpenID Connect.
+	mux.HandleFunc("GET /.well-known/openid-configuration", cors(s.handleMetadata))
+	mux.HandleFunc("GET /oauth/jwks", cors(s.handleJWKS))
+	mux.HandleFunc("GET /oauth/userinfo", cors(s.handleUserinfo))
+	mux.HandleFunc("POST /oauth/userinfo", cors(s.handleUserinfo))
+	mux.HandleFunc("GET /oauth/logout", s.handleEndSession)
+	mux.HandleFunc("POST /oauth/logout", s.handleEndSession)
+	for _, p := range []string{"/oauth/access_token", "/oauth/token", "/oauth/revoke", "/oauth/userinfo", "/oauth/jwks",
+		"/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"} {
+		mux.HandleFunc("OPTIONS "+p, handlePreflight)
+	}
 	// Pages for people.
 	mux.HandleFunc("GET /{$}", s.handleHome)
 	mux.HandleFunc("GET /login", s.handleLoginPage)
@@ -132,6 +155,8 @@ func (s *server) routes() http.Handler {
 	mux.Handle("POST /logout", s.form(s.handleLogout))
 	mux.HandleFunc("GET /setup", s.handleSetupPage)
 	mux.Handle("POST /setup", s.form(s.handleSetup))
+	mux.HandleFunc("GET /account", s.handleAccountPage)
+	mux.Handle("POST /account", s.form(s.handleAccount))
 	mux.HandleFunc("GET /static/style.css", s.handleStyle)
 	return s.headers(http.MaxBytesHandler(mux, maxBody))
 }
@@ -440,7 +465,8 @@ func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 			fail(errInvalidScope, "scope has characters outside RFC 6749 §3.3")
 			return
 		}
-		if bad := slices.DeleteFunc(slices.Clone(scopes), func(s string) bool { return slices.Contains(c.Scopes, s) }); len(bad) > 0 {
+		allowed := func(s string) bool { return slices.Contains(c.Scopes, s) || slices.Contains(builtinScopes, s) }
+		if bad := slices.DeleteFunc(slices.Clone(scopes), allowed); len(bad) > 0 {
 			fail(errInvalidScope, "scope not allowed for this client: "+strings.Join(bad, " "))
 			return
 		}
@@ -467,6 +493,24 @@ func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	}
 	req.CodeChallenge = challenge
 	req.Nonce = q.Get("nonce")
+	// OIDC Core §6: request objects are not supported.
+	if q.Has("request") {
+		fail("request_not_supported", "request objects are not supported")
+		return
+	}
+	if q.Has("request_uri") {
+		fail("request_uri_not_supported", "request_uri is not supported")
+		return
+	}
+	maxAge := int64(-1)
+	if v := q.Get("max_age"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			fail(errInvalidRequest, "max_age must be a non-negative number of seconds")
+			return
+		}
+		maxAge = n
+	}
 	prompt := strings.Fields(q.Get("prompt"))
 	for _, p := range prompt {
 		if !slices.Contains([]string{"none", "login", "consent", "select_account"}, p) {
@@ -479,7 +523,9 @@ func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sess, ok := s.session(r)
-	if !ok || slices.Contains(prompt, "login") {
+	// OIDC Core §3.1.2.1: max_age asks for a login no older than that many seconds.
+	stale := ok && maxAge >= 0 && s.now().Unix()-sess.AuthTime > maxAge
+	if !ok || stale || slices.Contains(prompt, "login") {
 		if slices.Contains(prompt, "none") {
 			fail(errLoginRequired, "the user is not logged in")
 			return
@@ -493,7 +539,7 @@ func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 			}
 			next = r.URL.Path + "?" + q.Encode()
 		}
-		s.redirectToLogin(w, r, next)
+		s.redirectToLogin(w, r, next, q.Get("login_hint"))
 		return
 	}
 	approved, err := s.store.consentScopes(r.Context(), sess.User.ID, c.ID)
@@ -555,8 +601,12 @@ func (s *server) issueCode(w http.ResponseWriter, r *http.Request, req authReque
 
 // scopeWords are the consent page's descriptions of well-known scopes.
 var scopeWords = map[string]string{
-	"read":  "Read your data",
-	"write": "Create and change your data",
+	"read":           "Read your data",
+	"write":          "Create and change your data",
+	"openid":         "Sign you in with your account",
+	"profile":        "See your name and username",
+	"email":          "See your email address",
+	"offline_access": "Keep access while you are not using it",
 }
 
 // showConsent renders the consent page for a validated request. The request is kept
@@ -616,34 +666,4 @@ func (s *server) handleConsent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.issueCode(w, r, req, sess, req.Scopes, http.StatusSeeOther)
-}
-
-// ---- metadata
-
-// handleMetadata is the RFC 8414 authorization server metadata.
-func (s *server) handleMetadata(w http.ResponseWriter, r *http.Request) {
-	scopes, err := s.store.allScopes(r.Context())
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	iss := s.cfg.Issuer
-	authMethods := []string{"client_secret_basic", "client_secret_post", "none"}
-	writeJSON(w, http.StatusOK, map[string]any{
-		"issuer":                                         iss,
-		"authorization_endpoint":                         iss + "/oauth/authorize",
-		"token_endpoint":                                 iss + "/oauth/access_token",
-		"introspection_endpoint":                         iss + "/oauth/introspect",
-		"revocation_endpoint":                            iss + "/oauth/revoke",
-		"response_types_supported":                       []string{"code"},
-		"response_modes_supported":                       []string{"query"},
-		"grant_types_supported":                          []string{"authorization_code", "refresh_token"},
-		"code_challenge_methods_supported":               []string{"S256"},
-		"token_endpoint_auth_methods_supported":          authMethods,
-		"introspection_endpoint_auth_methods_supported":  []string{"client_secret_basic", "client_secret_post"},
-		"revocation_endpoint_auth_methods_supported":     authMethods,
-		"scopes_supported":                               scopes,
-		"authorization_response_iss_parameter_supported": true,
-		"service_documentation":                          iss + "/",
-	})
 }

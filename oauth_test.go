@@ -640,7 +640,7 @@ func TestMetadata(t *testing.T) {
 	lists := map[string]string{
 		"response_types_supported": "code", "grant_types_supported": "authorization_code refresh_token",
 		"code_challenge_methods_supported": "S256", "token_endpoint_auth_methods_supported": "client_secret_basic client_secret_post none",
-		"scopes_supported": "read write",
+		"scopes_supported": "email offline_access openid profile read write",
 	}
 	for k, v := range lists {
 		var got []string

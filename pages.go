@@ -28,7 +28,7 @@ var templateFS embed.FS
 // parsePages parses each page together with the base layout, once, at start.
 func parsePages() map[string]*template.Template {
 	pages := map[string]*template.Template{}
-	for _, name := range []string{"login", "consent", "error", "setup", "home"} {
+	for _, name := range []string{"login", "consent", "error", "setup", "home", "account", "logout"} {
 		pages[name] = template.Must(template.ParseFS(templateFS, "templates/base.html", "templates/"+name+".html"))
 	}
 	return pages
@@ -191,8 +191,13 @@ func safeNext(next string) string {
 }
 
 // redirectToLogin sends the browser to the login page, to come back to next.
-func (s *server) redirectToLogin(w http.ResponseWriter, r *http.Request, next string) {
-	http.Redirect(w, r, "/login?"+url.Values{"next": {next}}.Encode(), http.StatusFound)
+// hint (OIDC login_hint) prefills the username.
+func (s *server) redirectToLogin(w http.ResponseWriter, r *http.Request, next, hint string) {
+	v := url.Values{"next": {next}}
+	if hint != "" {
+		v.Set("username", hint)
+	}
+	http.Redirect(w, r, "/login?"+v.Encode(), http.StatusFound)
 }
 
 // ---- passwords

@@ -114,6 +114,24 @@ CREATE TABLE tokens (
 CREATE INDEX tokens_grant ON tokens(grant_id);
 CREATE INDEX tokens_expires ON tokens(expires_at);
 `,
+	// 2: OpenID Connect: profiles, per-client ID token settings, signing keys.
+	`
+ALTER TABLE users ADD COLUMN name TEXT NOT NULL DEFAULT '';
+ALTER TABLE users ADD COLUMN email TEXT NOT NULL DEFAULT '';
+ALTER TABLE users ADD COLUMN email_verified INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN updated_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE clients ADD COLUMN id_token_alg TEXT NOT NULL DEFAULT 'RS256';
+ALTER TABLE clients ADD COLUMN post_logout_redirect_uris TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE clients ADD COLUMN always_refresh INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE keys (
+	kid         TEXT PRIMARY KEY,                -- RFC 7638 thumbprint of the public key
+	alg         TEXT NOT NULL,                   -- RS256 or ES256
+	private_key BLOB,                            -- PKCS #8 DER; dropped when the key is retired
+	public_jwk  TEXT NOT NULL,                   -- what /oauth/jwks publishes
+	created_at  INTEGER NOT NULL,
+	retired_at  INTEGER                          -- NULL for the current key of its alg
+);
+`,
 }
 
 // dsn builds the modernc DSN with every pragma in it, so that each pooled connection gets them.
@@ -235,19 +253,31 @@ func (st *store) secretSetting(ctx context.Context, name string) ([]byte, error)
 
 // user is a resource owner.
 type user struct {
-	ID           int64
-	Sub          string // stable random subject identifier
-	Username     string
-	PasswordHash string
-	Admin        bool
-	CreatedAt    int64
+	ID            int64
+	Sub           string // stable random subject identifier
+	Username      string
+	PasswordHash  string
+	Admin         bool
+	CreatedAt     int64
+	Name          string // OIDC "name"
+	Email         string
+	EmailVerified bool
+	UpdatedAt     int64 // when the profile last changed (OIDC "updated_at")
 }
 
-const userCols = "id, sub, username, password_hash, admin, created_at"
+// userCols lists the users columns in scanUser's order; userColsU is the same with "u.".
+const userCols = "id, sub, username, password_hash, admin, created_at, name, email, email_verified, updated_at"
+
+var userColsU = "u." + strings.ReplaceAll(userCols, ", ", ", u.")
+
+// userDest is the scan destination list of a user, in userCols order.
+func (u *user) dest() []any {
+	return []any{&u.ID, &u.Sub, &u.Username, &u.PasswordHash, &u.Admin, &u.CreatedAt, &u.Name, &u.Email, &u.EmailVerified, &u.UpdatedAt}
+}
 
 func scanUser(row interface{ Scan(...any) error }) (user, error) {
 	var u user
-	err := row.Scan(&u.ID, &u.Sub, &u.Username, &u.PasswordHash, &u.Admin, &u.CreatedAt)
+	err := row.Scan(u.dest()...)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = errNotFound
 	}
@@ -256,9 +286,16 @@ func scanUser(row interface{ Scan(...any) error }) (user, error) {
 
 // createUser adds a user; errExists when the name is taken (case-insensitively).
 func (st *store) createUser(ctx context.Context, u user) error {
-	_, err := st.db.ExecContext(ctx, "INSERT INTO users(sub, username, password_hash, admin, created_at) VALUES(?, ?, ?, ?, ?)",
-		u.Sub, u.Username, u.PasswordHash, u.Admin, u.CreatedAt)
-	return mapConstraint(err)
+	return mapConstraint(insertUser(ctx, st.db, u))
+}
+
+// insertUser writes a new user row.
+func insertUser(ctx context.Context, db interface {
+	ExecContext(context.Context, string, ...any) (sql.Result, error)
+}, u user) error {
+	_, err := db.ExecContext(ctx, "INSERT INTO users(sub, username, password_hash, admin, created_at, name, email, email_verified, updated_at) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		u.Sub, u.Username, u.PasswordHash, u.Admin, u.CreatedAt, u.Name, u.Email, u.EmailVerified, u.CreatedAt)
+	return err
 }
 
 // createFirstUser adds u only while the database has no user at all: the one-time setup.
@@ -271,9 +308,7 @@ func (st *store) createFirstUser(ctx context.Context, u user) error {
 		if n > 0 {
 			return errExists
 		}
-		_, err := tx.ExecContext(ctx, "INSERT INTO users(sub, username, password_hash, admin, created_at) VALUES(?, ?, ?, ?, ?)",
-			u.Sub, u.Username, u.PasswordHash, u.Admin, u.CreatedAt)
-		return err
+		return insertUser(ctx, tx, u)
 	})
 }
 
@@ -286,6 +321,16 @@ func mapConstraint(err error) error {
 
 func (st *store) userByName(ctx context.Context, name string) (user, error) {
 	return scanUser(st.db.QueryRowContext(ctx, "SELECT "+userCols+" FROM users WHERE username = ?", name))
+}
+
+func (st *store) userByID(ctx context.Context, id int64) (user, error) {
+	return scanUser(st.db.QueryRowContext(ctx, "SELECT "+userCols+" FROM users WHERE id = ?", id))
+}
+
+// setProfile changes a user's name and email; a changed email is no longer verified.
+func (st *store) setProfile(ctx context.Context, id int64, name, email string, now int64) error {
+	return affected(st.db.ExecContext(ctx, "UPDATE users SET name = ?, email_verified = (email_verified AND email = ?), email = ?, updated_at = ? WHERE id = ?",
+		name, email, email, now, id))
 }
 
 func (st *store) countUsers(ctx context.Context) (n int, err error) {
@@ -342,22 +387,25 @@ func affected(res sql.Result, err error) error {
 
 // client is a registered OAuth client.
 type client struct {
-	ID           string
-	SecretHash   []byte // SHA-256 of the secret; nil for public clients
-	Name         string
-	Description  string
-	RedirectURIs []string
-	Scopes       []string // allowed scopes
-	Public       bool
-	CreatedAt    int64
+	ID             string
+	SecretHash     []byte // SHA-256 of the secret; nil for public clients
+	Name           string
+	Description    string
+	RedirectURIs   []string
+	Scopes         []string // allowed scopes
+	Public         bool
+	CreatedAt      int64
+	IDTokenAlg     string   // id_token_signed_response_alg: RS256 (default) or ES256
+	PostLogoutURIs []string // registered post_logout_redirect_uri values
+	AlwaysRefresh  bool     // issue refresh tokens to OIDC requests even without offline_access
 }
 
-const clientCols = "id, secret_hash, name, description, redirect_uris, scopes, public, created_at"
+const clientCols = "id, secret_hash, name, description, redirect_uris, scopes, public, created_at, id_token_alg, post_logout_redirect_uris, always_refresh"
 
 func scanClient(row interface{ Scan(...any) error }) (client, error) {
 	var c client
-	var uris, scopes string
-	err := row.Scan(&c.ID, &c.SecretHash, &c.Name, &c.Description, &uris, &scopes, &c.Public, &c.CreatedAt)
+	var uris, scopes, logout string
+	err := row.Scan(&c.ID, &c.SecretHash, &c.Name, &c.Description, &uris, &scopes, &c.Public, &c.CreatedAt, &c.IDTokenAlg, &logout, &c.AlwaysRefresh)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, errNotFound
 	}
@@ -367,14 +415,25 @@ func scanClient(row interface{ Scan(...any) error }) (client, error) {
 	if err := json.Unmarshal([]byte(uris), &c.RedirectURIs); err != nil {
 		return c, fmt.Errorf("client %s: redirect_uris: %w", c.ID, err)
 	}
+	if err := json.Unmarshal([]byte(logout), &c.PostLogoutURIs); err != nil {
+		return c, fmt.Errorf("client %s: post_logout_redirect_uris: %w", c.ID, err)
+	}
 	c.Scopes = strings.Fields(scopes)
 	return c, nil
 }
 
 func (st *store) createClient(ctx context.Context, c client) error {
 	uris, _ := json.Marshal(c.RedirectURIs)
-	_, err := st.db.ExecContext(ctx, "INSERT INTO clients("+clientCols+") VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
-		c.ID, c.SecretHash, c.Name, c.Description, string(uris), strings.Join(c.Scopes, " "), c.Public, c.CreatedAt)
+	logout, _ := json.Marshal(c.PostLogoutURIs)
+	if c.PostLogoutURIs == nil {
+		logout = []byte("[]")
+	}
+	if c.IDTokenAlg == "" {
+		c.IDTokenAlg = "RS256"
+	}
+	_, err := st.db.ExecContext(ctx, "INSERT INTO clients("+clientCols+") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		c.ID, c.SecretHash, c.Name, c.Description, string(uris), strings.Join(c.Scopes, " "), c.Public, c.CreatedAt,
+		c.IDTokenAlg, string(logout), c.AlwaysRefresh)
 	return mapConstraint(err)
 }
 
@@ -439,10 +498,10 @@ func (st *store) createSession(ctx context.Context, hash []byte, userID, authTim
 
 // sessionByHash returns the live session with that cookie hash, with its user.
 func (st *store) sessionByHash(ctx context.Context, hash []byte, now int64) (session, error) {
-	row := st.db.QueryRowContext(ctx, "SELECT s.auth_time, u.id, u.sub, u.username, u.password_hash, u.admin, u.created_at "+
-		"FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.hash = ? AND s.expires_at > ?", hash, now)
+	row := st.db.QueryRowContext(ctx, "SELECT s.auth_time, "+userColsU+
+		" FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.hash = ? AND s.expires_at > ?", hash, now)
 	s := session{Hash: hash}
-	err := row.Scan(&s.AuthTime, &s.User.ID, &s.User.Sub, &s.User.Username, &s.User.PasswordHash, &s.User.Admin, &s.User.CreatedAt)
+	err := row.Scan(append([]any{&s.AuthTime}, s.User.dest()...)...)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = errNotFound
 	}
@@ -627,14 +686,14 @@ type tokenInfo struct {
 	User          user
 }
 
-const tokenQuery = "SELECT t.kind, t.grant_id, g.client_id, t.scope, g.scope, t.created_at, t.expires_at, t.rotated_at, t.successor_hash, t.successor_blob, " +
-	"g.auth_time, u.id, u.sub, u.username FROM tokens t JOIN grants g ON g.id = t.grant_id JOIN users u ON u.id = g.user_id WHERE t.hash = ?"
+var tokenQuery = "SELECT t.kind, t.grant_id, g.client_id, t.scope, g.scope, t.created_at, t.expires_at, t.rotated_at, t.successor_hash, t.successor_blob, " +
+	"g.auth_time, " + userColsU + " FROM tokens t JOIN grants g ON g.id = t.grant_id JOIN users u ON u.id = g.user_id WHERE t.hash = ?"
 
 func scanToken(row *sql.Row) (tokenInfo, error) {
 	var t tokenInfo
 	var rotated sql.NullInt64
-	err := row.Scan(&t.Kind, &t.GrantID, &t.ClientID, &t.Scope, &t.GrantScope, &t.CreatedAt, &t.ExpiresAt, &rotated,
-		&t.SuccessorHash, &t.SuccessorBlob, &t.AuthTime, &t.User.ID, &t.User.Sub, &t.User.Username)
+	err := row.Scan(append([]any{&t.Kind, &t.GrantID, &t.ClientID, &t.Scope, &t.GrantScope, &t.CreatedAt, &t.ExpiresAt, &rotated,
+		&t.SuccessorHash, &t.SuccessorBlob, &t.AuthTime}, t.User.dest()...)...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return t, errNotFound
 	}

@@ -108,6 +108,7 @@ type tokenResponse struct {
 	ExpiresIn    int64  `json:"expires_in"`
 	RefreshToken string `json:"refresh_token,omitempty"`
 	Scope        string `json:"scope"`
+	IDToken      string `json:"id_token,omitempty"`
 }
 
 // handleToken is the token endpoint (RFC 6749 §3.2): one switch on grant_type.
@@ -134,14 +135,16 @@ func (s *server) handleToken(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// newPair makes a fresh access and refresh token for scope.
-func (s *server) newPair(scope, refreshScope string, now time.Time) (tokenResponse, tokenPair) {
-	resp := tokenResponse{AccessToken: newSecret(), TokenType: "Bearer", ExpiresIn: int64(s.cfg.TokenTTL / time.Second),
-		RefreshToken: newSecret(), Scope: scope}
-	return resp, tokenPair{
-		Access:  newToken{Hash: hashSecret(resp.AccessToken), Scope: scope, ExpiresAt: now.Add(s.cfg.TokenTTL).Unix()},
-		Refresh: newToken{Hash: hashSecret(resp.RefreshToken), Scope: refreshScope, ExpiresAt: now.Add(s.cfg.RefreshTTL).Unix()},
+// newPair makes a fresh access token for scope and, with refresh, a refresh token for
+// refreshScope.
+func (s *server) newPair(scope, refreshScope string, refresh bool, now time.Time) (tokenResponse, tokenPair) {
+	resp := tokenResponse{AccessToken: newSecret(), TokenType: "Bearer", ExpiresIn: int64(s.cfg.TokenTTL / time.Second), Scope: scope}
+	pair := tokenPair{Access: newToken{Hash: hashSecret(resp.AccessToken), Scope: scope, ExpiresAt: now.Add(s.cfg.TokenTTL).Unix()}}
+	if refresh {
+		resp.RefreshToken = newSecret()
+		pair.Refresh = newToken{Hash: hashSecret(resp.RefreshToken), Scope: refreshScope, ExpiresAt: now.Add(s.cfg.RefreshTTL).Unix()}
 	}
+	return resp, pair
 }
 
 // handleAuthorizationCodeGrant exchanges a code (RFC 6749 §4.1.3, RFC 7636 §4.6).
@@ -178,7 +181,16 @@ func (s *server) handleAuthorizationCodeGrant(w http.ResponseWriter, r *http.Req
 			return tokenPair{}, oerr(errInvalidGrant, "code_verifier sent but the authorization request had no code_challenge")
 		}
 		var pair tokenPair
-		resp, pair = s.newPair(ac.Scope, ac.Scope, now)
+		resp, pair = s.newPair(ac.Scope, ac.Scope, wantsRefresh(c, ac.Scope), now)
+		if hasScope(ac.Scope, "openid") {
+			u, err := s.store.userByID(r.Context(), ac.UserID)
+			if err != nil {
+				return tokenPair{}, err
+			}
+			if resp.IDToken, err = s.idToken(r.Context(), c, u, ac.Scope, ac.AuthTime, ac.Nonce, resp.AccessToken, now); err != nil {
+				return tokenPair{}, err
+			}
+		}
 		return pair, nil
 	}
 	ac, err := s.store.redeemCode(r.Context(), hashSecret(code), now.Unix(), verify)
@@ -218,6 +230,7 @@ type sealedSuccessor struct {
 	RefreshToken string `json:"r"`
 	Scope        string `json:"s"`
 	ExpiresAt    int64  `json:"e"`
+	IDToken      string `json:"i,omitempty"`
 }
 
 // graceKey derives the key that seals a successor from the old refresh token itself: the
@@ -277,8 +290,15 @@ func (s *server) handleRefreshTokenGrant(w http.ResponseWriter, r *http.Request,
 			scope = strings.Join(want, " ")
 		}
 		var pair tokenPair
-		resp, pair = s.newPair(scope, t.Scope, now)
-		sealed = seal(rt, sealedSuccessor{resp.AccessToken, resp.RefreshToken, resp.Scope, pair.Access.ExpiresAt})
+		resp, pair = s.newPair(scope, t.Scope, true, now)
+		if hasScope(scope, "openid") {
+			// OIDC Core §12.2: same sub and auth_time as at the original authentication.
+			var err error
+			if resp.IDToken, err = s.idToken(r.Context(), c, t.User, scope, t.AuthTime, "", resp.AccessToken, now); err != nil {
+				return tokenPair{}, nil, err
+			}
+		}
+		sealed = seal(rt, sealedSuccessor{resp.AccessToken, resp.RefreshToken, resp.Scope, pair.Access.ExpiresAt, resp.IDToken})
 		return pair, sealed, nil
 	}
 	res, err := s.store.rotateRefresh(r.Context(), hashSecret(rt), c.ID, now.Unix(), int64(s.cfg.RefreshGrace/time.Second), issue)
@@ -300,7 +320,7 @@ func (s *server) handleRefreshTokenGrant(w http.ResponseWriter, r *http.Request,
 		}
 		s.log.Info("refresh repeated within the grace; same successor returned", "client_id", c.ID, "user", res.Token.User.Username)
 		writeJSON(w, http.StatusOK, tokenResponse{AccessToken: v.AccessToken, TokenType: "Bearer", ExpiresIn: max(v.ExpiresAt-now.Unix(), 1),
-			RefreshToken: v.RefreshToken, Scope: v.Scope})
+			RefreshToken: v.RefreshToken, Scope: v.Scope, IDToken: v.IDToken})
 	default:
 		s.log.Info("tokens issued", "grant_type", "refresh_token", "client_id", c.ID, "user", res.Token.User.Username, "scope", resp.Scope)
 		writeJSON(w, http.StatusOK, resp)
@@ -380,4 +400,3 @@ func (s *server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 	}
 }
-

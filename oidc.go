@@ -1,0 +1,410 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/mail"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// builtinScopes are OpenID Connect's scopes (OIDC Core §5.4, §11); every client may ask for them.
+var builtinScopes = []string{"openid", "profile", "email", "offline_access"}
+
+// claimsSupported are the claims oauthd can put in ID tokens and UserInfo answers.
+var claimsSupported = []string{"sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "azp",
+	"name", "preferred_username", "updated_at", "email", "email_verified"}
+
+// metadata is the one source of both discovery documents: RFC 8414 authorization server
+// metadata and OpenID Connect Discovery 1.0 §3.
+func (s *server) metadata(ctx context.Context) (map[string]any, error) {
+	scopes, err := s.store.allScopes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	iss := s.cfg.Issuer
+	authMethods := []string{"client_secret_basic", "client_secret_post", "none"}
+	return map[string]any{
+		"issuer":                                         iss,
+		"authorization_endpoint":                         iss + "/oauth/authorize",
+		"token_endpoint":                                 iss + "/oauth/access_token",
+		"introspection_endpoint":                         iss + "/oauth/introspect",
+		"revocation_endpoint":                            iss + "/oauth/revoke",
+		"userinfo_endpoint":                              iss + "/oauth/userinfo",
+		"jwks_uri":                                       iss + "/oauth/jwks",
+		"end_session_endpoint":                           iss + "/oauth/logout",
+		"response_types_supported":                       []string{"code"},
+		"response_modes_supported":                       []string{"query"},
+		"grant_types_supported":                          []string{"authorization_code", "refresh_token"},
+		"subject_types_supported":                        []string{"public"},
+		"id_token_signing_alg_values_supported":          signingAlgs,
+		"code_challenge_methods_supported":               []string{"S256"},
+		"token_endpoint_auth_methods_supported":          authMethods,
+		"introspection_endpoint_auth_methods_supported":  []string{"client_secret_basic", "client_secret_post"},
+		"revocation_endpoint_auth_methods_supported":     authMethods,
+		"scopes_supported":                               normScopes(append(scopes, builtinScopes...)),
+		"claims_supported":                               claimsSupported,
+		"prompt_values_supported":                        []string{"none", "login", "consent", "select_account"},
+		"claims_parameter_supported":                     false,
+		"request_parameter_supported":                    false,
+		"request_uri_parameter_supported":                false,
+		"authorization_response_iss_parameter_supported": true,
+		"service_documentation":                          iss + "/",
+	}, nil
+}
+
+// handleMetadata serves both discovery documents.
+func (s *server) handleMetadata(w http.ResponseWriter, r *http.Request) {
+	m, err := s.metadata(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, m)
+}
+
+// cors lets browser apps call an endpoint that takes no cookies: any origin, no credentials.
+func cors(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		h(w, r)
+	}
+}
+
+// handlePreflight answers CORS preflight requests for the cors endpoints.
+func handlePreflight(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("Access-Control-Allow-Methods", "GET, POST")
+	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
+	h.Set("Access-Control-Max-Age", "86400")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// hasScope reports whether a space-separated scope string contains sc.
+func hasScope(scope, sc string) bool { return slices.Contains(strings.Fields(scope), sc) }
+
+// userClaims are the profile and email claims the scopes allow (OIDC Core §5.4); empty
+// values are left out rather than sent as "".
+func userClaims(u user, scope string, into map[string]any) {
+	if hasScope(scope, "profile") {
+		into["preferred_username"] = u.Username
+		if u.Name != "" {
+			into["name"] = u.Name
+		}
+		if u.UpdatedAt > 0 {
+			into["updated_at"] = u.UpdatedAt
+		}
+	}
+	if hasScope(scope, "email") && u.Email != "" {
+		into["email"] = u.Email
+		into["email_verified"] = u.EmailVerified
+	}
+}
+
+// idToken signs an ID token (OIDC Core §2, §3.1.3.6) with the client's algorithm.
+func (s *server) idToken(ctx context.Context, c client, u user, scope string, authTime int64, nonce, accessToken string, now time.Time) (string, error) {
+	alg := c.IDTokenAlg
+	if alg == "" {
+		alg = "RS256"
+	}
+	kid, key, err := s.signer(ctx, alg)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256([]byte(accessToken)) // RS256 and ES256 both hash with SHA-256
+	claims := map[string]any{
+		"iss": s.cfg.Issuer, "sub": u.Sub, "aud": c.ID, "azp": c.ID,
+		"iat": now.Unix(), "exp": now.Add(s.cfg.TokenTTL).Unix(), "auth_time": authTime,
+		"at_hash": b64.EncodeToString(sum[:16]),
+	}
+	if nonce != "" {
+		claims["nonce"] = nonce
+	}
+	userClaims(u, scope, claims)
+	return signJWT(key, alg, kid, claims)
+}
+
+// wantsRefresh decides whether a grant gets a refresh token: always for plain OAuth requests,
+// and for OpenID requests only with offline_access (OIDC Core §11) or when the client is
+// registered to always get one.
+func wantsRefresh(c client, scope string) bool {
+	return !hasScope(scope, "openid") || hasScope(scope, "offline_access") || c.AlwaysRefresh
+}
+
+// ---- UserInfo
+
+// bearerError answers a protected-resource error with the RFC 6750 §3 header.
+func bearerError(w http.ResponseWriter, status int, code, desc string) {
+	v := `Bearer realm="oauthd"`
+	if code != "" {
+		v += fmt.Sprintf(`, error=%q, error_description=%q`, code, desc)
+	}
+	if code == "insufficient_scope" {
+		v += `, scope="openid"`
+	}
+	w.Header().Set("WWW-Authenticate", v)
+	body := map[string]string{}
+	if code != "" {
+		body = map[string]string{"error": code, "error_description": desc}
+	}
+	writeJSON(w, status, body)
+}
+
+// handleUserinfo is OIDC Core §5.3: the claims about the user that the token's scopes allow.
+// The token comes in the Authorization header (RFC 6750 §2.1) or a form body (§2.2); never in
+// the URL (§2.3 is not supported).
+func (s *server) handleUserinfo(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Has("access_token") {
+		bearerError(w, http.StatusBadRequest, "invalid_request", "send the access token in the Authorization header or a form body, not in the URL")
+		return
+	}
+	var tok string
+	auth := r.Header.Get("Authorization")
+	if auth != "" {
+		scheme, rest, _ := strings.Cut(auth, " ")
+		if !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(rest) == "" {
+			bearerError(w, http.StatusUnauthorized, "invalid_token", "the Authorization header must be Bearer <token>")
+			return
+		}
+		tok = strings.TrimSpace(rest)
+	}
+	if r.Method == http.MethodPost && strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
+		if err := r.ParseForm(); err != nil {
+			bearerError(w, http.StatusBadRequest, "invalid_request", "the request body is not a valid form")
+			return
+		}
+		if v, ok := r.PostForm["access_token"]; ok {
+			if len(v) > 1 || tok != "" {
+				bearerError(w, http.StatusBadRequest, "invalid_request", "send the access token exactly once")
+				return
+			}
+			tok = v[0]
+		}
+	}
+	if tok == "" {
+		bearerError(w, http.StatusUnauthorized, "", "")
+		return
+	}
+	t, err := s.store.tokenByHash(r.Context(), hashSecret(tok))
+	if err != nil && !errors.Is(err, errNotFound) {
+		s.writeError(w, r, err)
+		return
+	}
+	if err != nil || t.Kind != kindAccess || t.ExpiresAt <= s.now().Unix() {
+		bearerError(w, http.StatusUnauthorized, "invalid_token", "the access token is unknown, expired or revoked")
+		return
+	}
+	if !hasScope(t.Scope, "openid") {
+		bearerError(w, http.StatusForbidden, "insufficient_scope", "the access token was not granted the openid scope")
+		return
+	}
+	claims := map[string]any{"sub": t.User.Sub}
+	userClaims(t.User, t.Scope, claims)
+	writeJSON(w, http.StatusOK, claims)
+}
+
+// ---- account page
+
+// accountPage is the profile form's data.
+type accountPage struct {
+	pageData
+	Username, Name, Email, Error, Saved string
+	EmailVerified                       bool
+	LogoutCSRF                          string
+}
+
+// handleAccountPage shows the logged-in user's profile form.
+func (s *server) handleAccountPage(w http.ResponseWriter, r *http.Request) {
+	sess, ok := s.session(r)
+	if !ok {
+		s.redirectToLogin(w, r, "/account", "")
+		return
+	}
+	u := sess.User
+	s.render(w, http.StatusOK, "account", accountPage{pageData: s.pageData(sess, "account"), Username: u.Username, Name: u.Name,
+		Email: u.Email, EmailVerified: u.EmailVerified, LogoutCSRF: s.csrfToken(sess.Hash, "logout")})
+}
+
+// handleAccount saves name and email; a changed email is no longer verified.
+func (s *server) handleAccount(w http.ResponseWriter, r *http.Request) {
+	sess, ok := s.session(r)
+	if !ok {
+		s.errorPage(w, http.StatusForbidden, "Session ended", "You are no longer signed in.")
+		return
+	}
+	name, email := strings.TrimSpace(r.PostForm.Get("name")), strings.TrimSpace(r.PostForm.Get("email"))
+	page := accountPage{pageData: s.pageData(sess, "account"), Username: sess.User.Username, Name: name, Email: email,
+		LogoutCSRF: s.csrfToken(sess.Hash, "logout")}
+	if !s.checkCSRF(r, sess.Hash, "account") {
+		page.Error = "The form expired. Please try again."
+		s.render(w, http.StatusForbidden, "account", page)
+		return
+	}
+	if err := validProfile(name, email); err != nil {
+		page.Error = err.Error()
+		s.render(w, http.StatusBadRequest, "account", page)
+		return
+	}
+	if err := s.store.setProfile(r.Context(), sess.User.ID, name, email, s.now().Unix()); err != nil {
+		s.serverErrorPage(w, r, err)
+		return
+	}
+	s.log.Info("profile changed", "user", sess.User.Username)
+	page.Saved = "Saved."
+	page.EmailVerified = sess.User.EmailVerified && email == sess.User.Email
+	s.render(w, http.StatusOK, "account", page)
+}
+
+// validProfile checks a display name and an email address (empty means none).
+func validProfile(name, email string) error {
+	if len(name) > 200 || !utf8.ValidString(name) || strings.ContainsAny(name, "\x00\r\n") {
+		return errors.New("The name must be at most 200 characters on one line.")
+	}
+	if email != "" {
+		a, err := mail.ParseAddress(email)
+		if err != nil || a.Address != email || len(email) > 254 {
+			return errors.New("The email address is not valid (write it as name@example.org).")
+		}
+	}
+	return nil
+}
+
+// ---- RP-initiated logout
+
+// logoutPage is the end-session confirmation and result page.
+type logoutPage struct {
+	pageData
+	Confirm                     bool
+	ClientName                  string
+	ClientID, PostLogout, State string
+}
+
+// handleEndSession is OpenID Connect RP-Initiated Logout 1.0 (§2, §3). The session ends
+// without asking only when a valid id_token_hint names the signed-in user; otherwise the user
+// confirms on a page. The browser goes to post_logout_redirect_uri only when it is registered
+// for the client named by the hint or client_id; an unregistered one gets an error page.
+func (s *server) handleEndSession(w http.ResponseWriter, r *http.Request) {
+	params := r.URL.Query()
+	if r.Method == http.MethodPost {
+		if err := r.ParseForm(); err != nil {
+			s.errorPage(w, http.StatusBadRequest, "Invalid request", "The logout request could not be read.")
+			return
+		}
+		params = r.PostForm
+	}
+	for k, v := range params {
+		if len(v) > 1 {
+			s.errorPage(w, http.StatusBadRequest, "Invalid logout request", "The request repeats the parameter "+k+".")
+			return
+		}
+	}
+	hint, clientID := params.Get("id_token_hint"), params.Get("client_id")
+	plr, state := params.Get("post_logout_redirect_uri"), params.Get("state")
+	var hintSub, hintAud string
+	if hint != "" {
+		if claims, err := s.verifyIDTokenHint(r.Context(), hint); err == nil {
+			hintSub, _ = claims["sub"].(string)
+			hintAud = audience(claims)
+		} else {
+			s.log.Info("logout: id_token_hint not accepted", "cause", err)
+		}
+	}
+	if hintAud != "" && clientID != "" && clientID != hintAud {
+		s.errorPage(w, http.StatusBadRequest, "Invalid logout request", "client_id does not match the id_token_hint.")
+		return
+	}
+	if clientID == "" {
+		clientID = hintAud
+	}
+	var c client
+	if clientID != "" {
+		var err error
+		if c, err = s.store.clientByID(r.Context(), clientID); errors.Is(err, errNotFound) {
+			s.errorPage(w, http.StatusBadRequest, "Invalid logout request", "No application is registered with this client_id.")
+			return
+		} else if err != nil {
+			s.serverErrorPage(w, r, err)
+			return
+		}
+	}
+	if plr != "" && (c.ID == "" || !slices.Contains(c.PostLogoutURIs, plr)) {
+		s.errorPage(w, http.StatusBadRequest, "Invalid logout request",
+			"The post_logout_redirect_uri is not registered for this application (it needs a valid id_token_hint or client_id).")
+		return
+	}
+	sess, loggedIn := s.session(r)
+	if loggedIn {
+		provable := hintSub != "" && hintSub == sess.User.Sub
+		confirmed := r.Method == http.MethodPost && params.Get("confirm") == "yes"
+		if confirmed && (s.cop.Check(r) != nil || !s.checkCSRF(r, sess.Hash, "end_session")) {
+			s.errorPage(w, http.StatusForbidden, "Request refused", "The sign-out form is missing its security token. Go back and try again.")
+			return
+		}
+		if !provable && !confirmed {
+			s.render(w, http.StatusOK, "logout", logoutPage{pageData: s.pageData(sess, "end_session"), Confirm: true,
+				ClientName: c.Name, ClientID: c.ID, PostLogout: plr, State: state})
+			return
+		}
+		if err := s.store.deleteSession(r.Context(), sess.Hash); err != nil {
+			s.serverErrorPage(w, r, err)
+			return
+		}
+		s.setCookie(w, "oauthd_session", "", -1)
+		s.log.Info("logout requested by an application", "user", sess.User.Username, "client_id", c.ID)
+	}
+	if plr != "" {
+		v := url.Values{}
+		if state != "" {
+			v.Set("state", state)
+		}
+		to := plr
+		if len(v) > 0 {
+			to = redirectWith(plr, v)
+		}
+		http.Redirect(w, r, to, http.StatusSeeOther)
+		return
+	}
+	s.render(w, http.StatusOK, "logout", logoutPage{ClientName: c.Name})
+}
+
+// verifyIDTokenHint checks that an ID token was signed by one of our stored keys and issued by
+// us. Expiry is not checked: a hint is often an old token (RP-Initiated Logout §2).
+func (s *server) verifyIDTokenHint(ctx context.Context, tok string) (map[string]any, error) {
+	all, err := s.store.listKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	keys := make([]jwk, 0, len(all))
+	for _, k := range all {
+		keys = append(keys, k.JWK)
+	}
+	claims, err := verifyJWT(tok, keys)
+	if err != nil {
+		return nil, err
+	}
+	if claims["iss"] != s.cfg.Issuer {
+		return nil, errors.New("id_token_hint was issued by another issuer")
+	}
+	return claims, nil
+}
+
+// audience returns the single audience of ID token claims ("" when absent or several).
+func audience(claims map[string]any) string {
+	switch a := claims["aud"].(type) {
+	case string:
+		return a
+	case []any:
+		if len(a) == 1 {
+			s, _ := a[0].(string)
+			return s
+		}
+	}
+	return ""
+}
