@@ -145,7 +145,7 @@ type testClient struct {
 // addClient registers a client through the same validation as the CLI.
 func (ts *testServer) addClient(public bool, scope string, uris ...string) testClient {
 	ts.t.Helper()
-	c, err := newClient("Test App", "A test application", scope, uris, public)
+	c, err := clientSpec{Name: "Test App", Description: "A test application", Scope: scope, RedirectURIs: uris, Public: public}.build()
 	if err != nil {
 		ts.t.Fatal(err)
 	}

@@ -15,12 +15,9 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/google/uuid"
 )
 
 func main() {
@@ -404,12 +401,17 @@ type clientJSON struct {
 	PostLogout    []string `json:"post_logout_redirect_uris,omitempty"`
 	IDTokenAlg    string   `json:"id_token_signed_response_alg"`
 	AlwaysRefresh bool     `json:"always_refresh,omitempty"`
+	GrantTypes    []string `json:"grant_types"`
+	LogoURI       string   `json:"logo_uri,omitempty"`
+	ClientURI     string   `json:"client_uri,omitempty"`
+	Dynamic       bool     `json:"dynamic,omitempty"`
 }
 
 func toClientJSON(c client) clientJSON {
 	return clientJSON{ClientID: c.ID, Name: c.Name, Description: c.Description,
 		RedirectURIs: c.RedirectURIs, Scope: strings.Join(c.Scopes, " "), Public: c.Public, CreatedAt: c.CreatedAt,
-		PostLogout: c.PostLogoutURIs, IDTokenAlg: c.IDTokenAlg, AlwaysRefresh: c.AlwaysRefresh}
+		PostLogout: c.PostLogoutURIs, IDTokenAlg: c.IDTokenAlg, AlwaysRefresh: c.AlwaysRefresh, GrantTypes: c.GrantTypes,
+		LogoURI: c.LogoURI, ClientURI: c.ClientURI, Dynamic: c.Dynamic}
 }
 
 // runClient is `oauthd client add|list|del|rotate-secret`.
@@ -418,19 +420,20 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer, get
 		return usageError("client: want add, list, del or rotate-secret")
 	}
 	fs, db := subcommandFlags("client " + args[0])
-	var name, scope, description string
-	var public bool
-	var uris, logoutURIs stringList
-	opts := clientOptions{IDTokenAlg: "RS256"}
+	var sp clientSpec
+	var uris, logoutURIs, grants stringList
 	if args[0] == "add" {
-		fs.Var(&logoutURIs, "post-logout-redirect-uri", "where RP-initiated logout may return (repeat for several)")
-		fs.StringVar(&opts.IDTokenAlg, "id-token-alg", "RS256", "ID token signing algorithm: RS256 or ES256")
-		fs.BoolVar(&opts.AlwaysRefresh, "always-refresh", false, "issue refresh tokens to OpenID requests even without offline_access")
-		fs.StringVar(&name, "name", "", "name shown on the consent page")
+		fs.StringVar(&sp.Name, "name", "", "name shown on the consent page")
 		fs.Var(&uris, "redirect-uri", "a redirect URI (repeat for several)")
-		fs.BoolVar(&public, "public", false, "public client (native or browser app, no secret, PKCE required)")
-		fs.StringVar(&scope, "scope", "", "space-separated scopes the client may ask for")
-		fs.StringVar(&description, "description", "", "description shown on the consent page")
+		fs.BoolVar(&sp.Public, "public", false, "public client (native or browser app, no secret, PKCE required)")
+		fs.StringVar(&sp.Scope, "scope", "", "space-separated scopes the client may ask for")
+		fs.StringVar(&sp.Description, "description", "", "description shown on the consent page")
+		fs.Var(&logoutURIs, "post-logout-redirect-uri", "where RP-initiated logout may return (repeat for several)")
+		fs.StringVar(&sp.IDTokenAlg, "id-token-alg", "RS256", "ID token signing algorithm: RS256 or ES256")
+		fs.BoolVar(&sp.AlwaysRefresh, "always-refresh", false, "issue refresh tokens to OpenID requests even without offline_access")
+		fs.Var(&grants, "grant", "a grant the client may use: authorization_code, refresh_token, client_credentials, device_code (repeat; default authorization_code with refresh_token)")
+		fs.StringVar(&sp.LogoURI, "logo-uri", "", "https URL of a logo shown on the consent page")
+		fs.StringVar(&sp.ClientURI, "homepage", "", "https URL of the application's homepage")
 	}
 	if err := parseFlags(fs, args[1:], getenv, "db"); err != nil {
 		return err
@@ -446,11 +449,8 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	var c client
 	if args[0] == "add" {
 		var err error
-		opts.PostLogoutURIs = logoutURIs
-		if c, err = newClient(name, description, scope, uris, public); err == nil {
-			err = opts.apply(&c)
-		}
-		if err != nil {
+		sp.RedirectURIs, sp.PostLogoutURIs, sp.GrantTypes = uris, logoutURIs, grants
+		if c, err = sp.build(); err != nil {
 			return usageError("client add: %v", err)
 		}
 	}
@@ -463,7 +463,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	switch args[0] {
 	case "add":
 		secret := ""
-		if !public {
+		if !c.Public {
 			secret = newSecret()
 			c.SecretHash = hashSecret(secret)
 		}
@@ -513,52 +513,6 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	}
 }
 
-// newClient validates a client registration: a name, at least one valid redirect URI, and
-// scopes of legal characters.
-func newClient(name, description, scope string, uris []string, public bool) (client, error) {
-	name, description = strings.TrimSpace(name), strings.TrimSpace(description)
-	switch {
-	case name == "":
-		return client{}, errors.New("-name is required")
-	case len(name) > 200 || len(description) > 2000:
-		return client{}, errors.New("-name is limited to 200 and -description to 2000 bytes")
-	case len(uris) == 0:
-		return client{}, errors.New("at least one -redirect-uri is required")
-	}
-	for _, u := range uris {
-		if err := validateRedirectURI(u, public); err != nil {
-			return client{}, fmt.Errorf("-redirect-uri %q %v", u, err)
-		}
-	}
-	scopes, ok := parseScope(scope)
-	if !ok {
-		return client{}, fmt.Errorf("-scope %q has characters outside RFC 6749 §3.3", scope)
-	}
-	return client{ID: uuid.NewString(), Name: name, Description: description, RedirectURIs: normURIs(uris),
-		Scopes: scopes, Public: public, CreatedAt: time.Now().Unix()}, nil
-}
-
-// clientOptions are the OpenID Connect settings of a client registration.
-type clientOptions struct {
-	IDTokenAlg     string
-	PostLogoutURIs []string
-	AlwaysRefresh  bool
-}
-
-// apply validates the options and sets them on c.
-func (o clientOptions) apply(c *client) error {
-	if !slices.Contains(signingAlgs, o.IDTokenAlg) {
-		return fmt.Errorf("-id-token-alg %q: want RS256 or ES256", o.IDTokenAlg)
-	}
-	for _, u := range o.PostLogoutURIs {
-		if err := validateRedirectURI(u, c.Public); err != nil {
-			return fmt.Errorf("-post-logout-redirect-uri %q %v", u, err)
-		}
-	}
-	c.IDTokenAlg, c.PostLogoutURIs, c.AlwaysRefresh = o.IDTokenAlg, normURIs(o.PostLogoutURIs), o.AlwaysRefresh
-	return nil
-}
-
 // runKeys is `oauthd keys rotate|list`: ID token signing keys.
 func runKeys(ctx context.Context, args []string, stdout io.Writer, getenv func(string) string) error {
 	if len(args) == 0 || (args[0] != "rotate" && args[0] != "list") {
@@ -606,15 +560,4 @@ func runKeys(ctx context.Context, args []string, stdout io.Writer, getenv func(s
 		}
 	}
 	return nil
-}
-
-// normURIs drops repeated redirect URIs, keeping their order.
-func normURIs(in []string) []string {
-	var out []string
-	for _, u := range in {
-		if !slices.Contains(out, u) {
-			out = append(out, u)
-		}
-	}
-	return out
 }

@@ -254,8 +254,10 @@ func TestClientCLI(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"client", "add", "-redirect-uri", "https://x.example/cb"}, 2, "-name"},
-		{[]string{"client", "add", "-name", "X"}, 2, "redirect-uri"},
+		{[]string{"client", "add", "-redirect-uri", "https://x.example/cb"}, 2, "a name is required"},
+		{[]string{"client", "add", "-name", "X"}, 2, "redirect URI is required"},
+		{[]string{"client", "add", "-name", "X", "-grant", "password"}, 2, "unknown grant type"},
+		{[]string{"client", "add", "-name", "X", "-public", "-grant", "client_credentials"}, 2, "public clients cannot"},
 		{[]string{"client", "add", "-name", "X", "-redirect-uri", "http://x.example/cb"}, 2, "https"},
 		{[]string{"client", "add", "-name", "X", "-redirect-uri", "https://x.example/cb#f"}, 2, "fragment"},
 		{[]string{"client", "add", "-name", "X", "-redirect-uri", "myapp:/cb"}, 2, "public"},

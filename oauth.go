@@ -68,7 +68,9 @@ type server struct {
 	setupMu   sync.Mutex
 	setupHash []byte // SHA-256 of the one-time first-run setup token; nil when none
 
-	keys keyring // parsed signing keys by kid
+	keys          keyring  // parsed signing keys by kid
+	deviceTries   *limiter // failed user-code entries per user
+	registrations *limiter // open dynamic registrations per source address
 
 	dummyOnce sync.Once
 	dummyHash string // a password hash checked for unknown users, so failures cost the same
@@ -94,6 +96,9 @@ func newServer(ctx context.Context, cfg config, st *store, log *slog.Logger) (*s
 		csrfKey: key,
 		cop:     http.NewCrossOriginProtection(),
 		secure:  strings.HasPrefix(iss, "https://"),
+
+		deviceTries:   newLimiter(5, 15*time.Minute),
+		registrations: newLimiter(20, time.Hour),
 	}
 	gen := cfg.KeyGen
 	if gen == nil {
@@ -155,6 +160,9 @@ func (s *server) routes() http.Handler {
 	mux.Handle("POST /logout", s.form(s.handleLogout))
 	mux.HandleFunc("GET /setup", s.handleSetupPage)
 	mux.Handle("POST /setup", s.form(s.handleSetup))
+	mux.HandleFunc("POST /oauth/device_authorization", s.handleDeviceAuthorization)
+	mux.HandleFunc("GET /device", s.handleDevicePage)
+	mux.Handle("POST /device", s.form(s.handleDevice))
 	mux.HandleFunc("GET /account", s.handleAccountPage)
 	mux.Handle("POST /account", s.form(s.handleAccount))
 	mux.HandleFunc("GET /static/style.css", s.handleStyle)
@@ -407,6 +415,7 @@ type authRequest struct {
 	State         string   `json:"state,omitempty"`
 	CodeChallenge string   `json:"code_challenge,omitempty"`
 	Nonce         string   `json:"nonce,omitempty"`
+	DeviceHash    []byte   `json:"device_hash,omitempty"` // a device flow's code (RFC 8628): answer it, redirect nowhere
 }
 
 // handleAuthorize is the authorization endpoint (RFC 6749 §4.1.1). client_id and redirect_uri
@@ -623,7 +632,7 @@ func (s *server) showConsent(w http.ResponseWriter, r *http.Request, c client, r
 	for _, sc := range req.Scopes {
 		lines = append(lines, scopeLine{sc, scopeWords[sc]})
 	}
-	host := req.RedirectURI
+	host := req.RedirectURI // a private-use scheme URI has no host: show it whole
 	if u, err := url.Parse(req.RedirectURI); err == nil && u.Host != "" {
 		host = u.Host
 	}
@@ -658,6 +667,23 @@ func (s *server) handleConsent(w http.ResponseWriter, r *http.Request) {
 		return
 	} else if err != nil {
 		s.serverErrorPage(w, r, err)
+		return
+	}
+	if req.DeviceHash != nil {
+		err := s.store.decideDevice(r.Context(), req.DeviceHash, sess.User.ID, sess.AuthTime, decision == "allow", req.Scopes, s.now().Unix())
+		if errors.Is(err, errNotFound) {
+			s.errorPage(w, http.StatusBadRequest, "Code expired", "The code from your device expired or was already used. Start again on the device.")
+			return
+		} else if err != nil {
+			s.serverErrorPage(w, r, err)
+			return
+		}
+		s.log.Info("device authorization answered", "client_id", req.ClientID, "user", sess.User.Username, "decision", decision)
+		title, msg := "Device connected", "You can return to your device; it will continue by itself."
+		if decision == "deny" {
+			title, msg = "Request denied", "The device was not given access. You can close this page."
+		}
+		s.render(w, http.StatusOK, "message", messagePage{Title: title, Message: msg})
 		return
 	}
 	if decision == "deny" {

@@ -131,11 +131,13 @@ func (s *server) idToken(ctx context.Context, c client, u user, scope string, au
 	return signJWT(key, alg, kid, claims)
 }
 
-// wantsRefresh decides whether a grant gets a refresh token: always for plain OAuth requests,
+// wantsRefresh decides whether a grant gets a refresh token: never for a client not registered
+// for the refresh_token grant; otherwise always for plain OAuth requests,
 // and for OpenID requests only with offline_access (OIDC Core §11) or when the client is
 // registered to always get one.
 func wantsRefresh(c client, scope string) bool {
-	return !hasScope(scope, "openid") || hasScope(scope, "offline_access") || c.AlwaysRefresh
+	return slices.Contains(c.GrantTypes, grantRefreshToken) &&
+		(!hasScope(scope, "openid") || hasScope(scope, "offline_access") || c.AlwaysRefresh)
 }
 
 // ---- UserInfo

@@ -28,7 +28,7 @@ var templateFS embed.FS
 // parsePages parses each page together with the base layout, once, at start.
 func parsePages() map[string]*template.Template {
 	pages := map[string]*template.Template{}
-	for _, name := range []string{"login", "consent", "error", "setup", "home", "account", "logout"} {
+	for _, name := range []string{"login", "consent", "error", "setup", "home", "account", "logout", "message", "device"} {
 		pages[name] = template.Must(template.ParseFS(templateFS, "templates/base.html", "templates/"+name+".html"))
 	}
 	return pages
@@ -64,6 +64,12 @@ func (s *server) render(w http.ResponseWriter, status int, name string, data any
 	w.Write(buf.Bytes())
 }
 
+// messagePage is a page that only tells something.
+type messagePage struct {
+	pageData
+	Title, Message string
+}
+
 // errorPage tells a person what went wrong; used wherever a redirect would be unsafe.
 func (s *server) errorPage(w http.ResponseWriter, status int, title, msg string) {
 	s.render(w, status, "error", struct {
@@ -82,7 +88,7 @@ func (s *server) serverErrorPage(w http.ResponseWriter, r *http.Request, err err
 func (s *server) headers(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
-		h.Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; base-uri 'none'")
+		h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' https:; frame-ancestors 'none'; base-uri 'none'")
 		h.Set("X-Frame-Options", "DENY")
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("X-Content-Type-Options", "nosniff")

@@ -79,7 +79,7 @@ CREATE TABLE pending (
 CREATE TABLE grants (
 	id         INTEGER PRIMARY KEY,
 	client_id  TEXT NOT NULL REFERENCES clients(id) ON DELETE CASCADE,
-	user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+	user_id    INTEGER REFERENCES users(id) ON DELETE CASCADE, -- NULL for client_credentials
 	scope      TEXT NOT NULL,
 	auth_time  INTEGER NOT NULL,
 	created_at INTEGER NOT NULL
@@ -130,6 +130,42 @@ CREATE TABLE keys (
 	public_jwk  TEXT NOT NULL,                   -- what /oauth/jwks publishes
 	created_at  INTEGER NOT NULL,
 	retired_at  INTEGER                          -- NULL for the current key of its alg
+);
+`,
+	// 3: client pages, dynamic registration, machine grants, administration.
+	`
+ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE clients ADD COLUMN owner_id INTEGER REFERENCES users(id) ON DELETE SET NULL; -- who registered it on the pages
+ALTER TABLE clients ADD COLUMN logo_uri TEXT NOT NULL DEFAULT '';
+ALTER TABLE clients ADD COLUMN client_uri TEXT NOT NULL DEFAULT '';   -- homepage
+ALTER TABLE clients ADD COLUMN dynamic INTEGER NOT NULL DEFAULT 0;    -- registered by the app itself (RFC 7591)
+ALTER TABLE clients ADD COLUMN grant_types TEXT NOT NULL DEFAULT 'authorization_code refresh_token';
+ALTER TABLE clients ADD COLUMN registration_hash BLOB;                -- SHA-256 of the RFC 7592 registration access token
+ALTER TABLE consents ADD COLUMN last_used INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE registration_tokens (
+	hash       BLOB PRIMARY KEY,                 -- SHA-256 of an RFC 7591 initial access token
+	uses_left  INTEGER NOT NULL,
+	expires_at INTEGER NOT NULL,
+	created_at INTEGER NOT NULL
+);
+CREATE TABLE user_links (
+	hash       BLOB PRIMARY KEY,                 -- SHA-256 of a one-time invitation or password reset token
+	kind       TEXT NOT NULL,                    -- invite or reset
+	user_id    INTEGER REFERENCES users(id) ON DELETE CASCADE,
+	admin      INTEGER NOT NULL DEFAULT 0,       -- an invitation to become an admin
+	expires_at INTEGER NOT NULL
+);
+CREATE TABLE device_codes (
+	hash           BLOB PRIMARY KEY,             -- SHA-256 of the device_code
+	user_code_hash BLOB NOT NULL UNIQUE,         -- SHA-256 of the normalized user_code
+	client_id      TEXT NOT NULL REFERENCES clients(id) ON DELETE CASCADE,
+	scope          TEXT NOT NULL,
+	status         INTEGER NOT NULL DEFAULT 0,   -- 0 pending, 1 approved, 2 denied
+	user_id        INTEGER REFERENCES users(id) ON DELETE CASCADE,
+	auth_time      INTEGER NOT NULL DEFAULT 0,
+	poll_interval  INTEGER NOT NULL,
+	last_poll      INTEGER NOT NULL DEFAULT 0,
+	expires_at     INTEGER NOT NULL
 );
 `,
 }
@@ -263,16 +299,20 @@ type user struct {
 	Email         string
 	EmailVerified bool
 	UpdatedAt     int64 // when the profile last changed (OIDC "updated_at")
+	Disabled      bool  // cannot sign in; has no sessions or tokens
 }
 
 // userCols lists the users columns in scanUser's order; userColsU is the same with "u.".
-const userCols = "id, sub, username, password_hash, admin, created_at, name, email, email_verified, updated_at"
+const userCols = "id, sub, username, password_hash, admin, created_at, name, email, email_verified, updated_at, disabled"
 
-var userColsU = "u." + strings.ReplaceAll(userCols, ", ", ", u.")
+// userColsU reads the same columns through an outer join on users u: a client_credentials
+// grant has no user, and its user reads as the zero user.
+var userColsU = "coalesce(u.id, 0), coalesce(u.sub, ''), coalesce(u.username, ''), coalesce(u.password_hash, ''), coalesce(u.admin, 0), " +
+	"coalesce(u.created_at, 0), coalesce(u.name, ''), coalesce(u.email, ''), coalesce(u.email_verified, 0), coalesce(u.updated_at, 0), coalesce(u.disabled, 0)"
 
 // userDest is the scan destination list of a user, in userCols order.
 func (u *user) dest() []any {
-	return []any{&u.ID, &u.Sub, &u.Username, &u.PasswordHash, &u.Admin, &u.CreatedAt, &u.Name, &u.Email, &u.EmailVerified, &u.UpdatedAt}
+	return []any{&u.ID, &u.Sub, &u.Username, &u.PasswordHash, &u.Admin, &u.CreatedAt, &u.Name, &u.Email, &u.EmailVerified, &u.UpdatedAt, &u.Disabled}
 }
 
 func scanUser(row interface{ Scan(...any) error }) (user, error) {
@@ -293,8 +333,8 @@ func (st *store) createUser(ctx context.Context, u user) error {
 func insertUser(ctx context.Context, db interface {
 	ExecContext(context.Context, string, ...any) (sql.Result, error)
 }, u user) error {
-	_, err := db.ExecContext(ctx, "INSERT INTO users(sub, username, password_hash, admin, created_at, name, email, email_verified, updated_at) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)",
-		u.Sub, u.Username, u.PasswordHash, u.Admin, u.CreatedAt, u.Name, u.Email, u.EmailVerified, u.CreatedAt)
+	_, err := db.ExecContext(ctx, "INSERT INTO users(sub, username, password_hash, admin, created_at, name, email, email_verified, updated_at, disabled) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		u.Sub, u.Username, u.PasswordHash, u.Admin, u.CreatedAt, u.Name, u.Email, u.EmailVerified, u.CreatedAt, u.Disabled)
 	return err
 }
 
@@ -387,25 +427,33 @@ func affected(res sql.Result, err error) error {
 
 // client is a registered OAuth client.
 type client struct {
-	ID             string
-	SecretHash     []byte // SHA-256 of the secret; nil for public clients
-	Name           string
-	Description    string
-	RedirectURIs   []string
-	Scopes         []string // allowed scopes
-	Public         bool
-	CreatedAt      int64
-	IDTokenAlg     string   // id_token_signed_response_alg: RS256 (default) or ES256
-	PostLogoutURIs []string // registered post_logout_redirect_uri values
-	AlwaysRefresh  bool     // issue refresh tokens to OIDC requests even without offline_access
+	ID               string
+	SecretHash       []byte // SHA-256 of the secret; nil for public clients
+	Name             string
+	Description      string
+	RedirectURIs     []string
+	Scopes           []string // allowed scopes
+	Public           bool
+	CreatedAt        int64
+	IDTokenAlg       string   // id_token_signed_response_alg: RS256 (default) or ES256
+	PostLogoutURIs   []string // registered post_logout_redirect_uri values
+	AlwaysRefresh    bool     // issue refresh tokens to OIDC requests even without offline_access
+	OwnerID          int64    // the user who registered it on the client pages; 0 for the CLI or DCR
+	LogoURI          string   // shown on the consent page
+	ClientURI        string   // homepage, linked from the consent page
+	Dynamic          bool     // registered by the app itself (RFC 7591)
+	GrantTypes       []string // grants it may use
+	RegistrationHash []byte   // SHA-256 of its RFC 7592 registration access token
 }
 
-const clientCols = "id, secret_hash, name, description, redirect_uris, scopes, public, created_at, id_token_alg, post_logout_redirect_uris, always_refresh"
+const clientCols = "id, secret_hash, name, description, redirect_uris, scopes, public, created_at, id_token_alg, post_logout_redirect_uris, always_refresh, " +
+	"coalesce(owner_id, 0), logo_uri, client_uri, dynamic, grant_types, registration_hash"
 
 func scanClient(row interface{ Scan(...any) error }) (client, error) {
 	var c client
-	var uris, scopes, logout string
-	err := row.Scan(&c.ID, &c.SecretHash, &c.Name, &c.Description, &uris, &scopes, &c.Public, &c.CreatedAt, &c.IDTokenAlg, &logout, &c.AlwaysRefresh)
+	var uris, scopes, logout, grants string
+	err := row.Scan(&c.ID, &c.SecretHash, &c.Name, &c.Description, &uris, &scopes, &c.Public, &c.CreatedAt, &c.IDTokenAlg, &logout, &c.AlwaysRefresh,
+		&c.OwnerID, &c.LogoURI, &c.ClientURI, &c.Dynamic, &grants, &c.RegistrationHash)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, errNotFound
 	}
@@ -419,22 +467,47 @@ func scanClient(row interface{ Scan(...any) error }) (client, error) {
 		return c, fmt.Errorf("client %s: post_logout_redirect_uris: %w", c.ID, err)
 	}
 	c.Scopes = strings.Fields(scopes)
+	c.GrantTypes = strings.Fields(grants)
 	return c, nil
 }
 
-func (st *store) createClient(ctx context.Context, c client) error {
+// clientArgs are c's column values in the order clientWriteCols names them.
+func clientArgs(c client) []any {
 	uris, _ := json.Marshal(c.RedirectURIs)
-	logout, _ := json.Marshal(c.PostLogoutURIs)
-	if c.PostLogoutURIs == nil {
-		logout = []byte("[]")
+	logout := []byte("[]")
+	if len(c.PostLogoutURIs) > 0 {
+		logout, _ = json.Marshal(c.PostLogoutURIs)
+	}
+	if c.RedirectURIs == nil {
+		uris = []byte("[]")
 	}
 	if c.IDTokenAlg == "" {
 		c.IDTokenAlg = "RS256"
 	}
-	_, err := st.db.ExecContext(ctx, "INSERT INTO clients("+clientCols+") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-		c.ID, c.SecretHash, c.Name, c.Description, string(uris), strings.Join(c.Scopes, " "), c.Public, c.CreatedAt,
-		c.IDTokenAlg, string(logout), c.AlwaysRefresh)
+	if len(c.GrantTypes) == 0 {
+		c.GrantTypes = []string{grantAuthorizationCode, grantRefreshToken}
+	}
+	var owner any
+	if c.OwnerID != 0 {
+		owner = c.OwnerID
+	}
+	return []any{c.SecretHash, c.Name, c.Description, string(uris), strings.Join(c.Scopes, " "), c.Public,
+		c.IDTokenAlg, string(logout), c.AlwaysRefresh, owner, c.LogoURI, c.ClientURI, c.Dynamic, strings.Join(c.GrantTypes, " "), c.RegistrationHash}
+}
+
+const clientWriteCols = "secret_hash, name, description, redirect_uris, scopes, public, id_token_alg, post_logout_redirect_uris, always_refresh, " +
+	"owner_id, logo_uri, client_uri, dynamic, grant_types, registration_hash"
+
+func (st *store) createClient(ctx context.Context, c client) error {
+	_, err := st.db.ExecContext(ctx, "INSERT INTO clients(id, created_at, "+clientWriteCols+") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		append([]any{c.ID, c.CreatedAt}, clientArgs(c)...)...)
 	return mapConstraint(err)
+}
+
+// updateClient replaces every registration field of an existing client (not its id or age).
+func (st *store) updateClient(ctx context.Context, c client) error {
+	set := strings.ReplaceAll(clientWriteCols, ",", " = ?,") + " = ?"
+	return affected(st.db.ExecContext(ctx, "UPDATE clients SET "+set+" WHERE id = ?", append(clientArgs(c), c.ID)...))
 }
 
 func (st *store) clientByID(ctx context.Context, id string) (client, error) {
@@ -664,6 +737,9 @@ func (st *store) redeemCode(ctx context.Context, hash []byte, now int64, issue f
 		if _, err := tx.ExecContext(ctx, "UPDATE codes SET used_at = ?, grant_id = ? WHERE hash = ?", now, gid, hash); err != nil {
 			return err
 		}
+		if err := touchConsent(ctx, tx, c.UserID, c.ClientID, now); err != nil {
+			return err
+		}
 		return insertPair(ctx, tx, gid, pair, now)
 	})
 	return c, err
@@ -687,7 +763,7 @@ type tokenInfo struct {
 }
 
 var tokenQuery = "SELECT t.kind, t.grant_id, g.client_id, t.scope, g.scope, t.created_at, t.expires_at, t.rotated_at, t.successor_hash, t.successor_blob, " +
-	"g.auth_time, " + userColsU + " FROM tokens t JOIN grants g ON g.id = t.grant_id JOIN users u ON u.id = g.user_id WHERE t.hash = ?"
+	"g.auth_time, " + userColsU + " FROM tokens t JOIN grants g ON g.id = t.grant_id LEFT JOIN users u ON u.id = g.user_id WHERE t.hash = ?"
 
 func scanToken(row *sql.Row) (tokenInfo, error) {
 	var t tokenInfo
@@ -760,6 +836,9 @@ func (st *store) rotateRefresh(ctx context.Context, hash []byte, clientID string
 			now, pair.Refresh.Hash, sealed, hash); err != nil {
 			return err
 		}
+		if err := touchConsent(ctx, tx, t.User.ID, t.ClientID, now); err != nil {
+			return err
+		}
 		return insertPair(ctx, tx, t.GrantID, pair, now)
 	})
 	return res, err
@@ -799,6 +878,9 @@ func (st *store) purge(ctx context.Context, now time.Time, grace time.Duration) 
 			{"DELETE FROM tokens WHERE expires_at <= ?", []any{n}},
 			{"DELETE FROM sessions WHERE expires_at <= ?", []any{n}},
 			{"DELETE FROM pending WHERE expires_at <= ?", []any{n}},
+			{"DELETE FROM device_codes WHERE expires_at <= ?", []any{n}},
+			{"DELETE FROM user_links WHERE expires_at <= ?", []any{n}},
+			{"DELETE FROM registration_tokens WHERE expires_at <= ? OR uses_left <= 0", []any{n}},
 			{"UPDATE tokens SET successor_blob = NULL WHERE successor_blob IS NOT NULL AND rotated_at < ?", []any{n - int64(grace/time.Second)}},
 			{"DELETE FROM grants WHERE NOT EXISTS (SELECT 1 FROM tokens WHERE grant_id = grants.id) AND NOT EXISTS (SELECT 1 FROM codes WHERE grant_id = grants.id)", nil},
 		} {

@@ -13,6 +13,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
@@ -95,6 +96,14 @@ func (s *server) authenticateClient(ctx context.Context, r *http.Request, form u
 	return c, nil
 }
 
+// Grant types (RFC 6749 §4, RFC 8628 §3.4).
+const (
+	grantAuthorizationCode = "authorization_code"
+	grantRefreshToken      = "refresh_token"
+	grantClientCredentials = "client_credentials"
+	grantDeviceCode        = "urn:ietf:params:oauth:grant-type:device_code"
+)
+
 // handleTokenGet refuses GET: the seed's GET form put client secrets and codes into URLs.
 func (s *server) handleTokenGet(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Allow", http.MethodPost)
@@ -123,15 +132,29 @@ func (s *server) handleToken(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, oe)
 		return
 	}
-	switch gt := form.Get("grant_type"); gt {
-	case "authorization_code":
-		s.handleAuthorizationCodeGrant(w, r, c, form)
-	case "refresh_token":
-		s.handleRefreshTokenGrant(w, r, c, form)
+	gt := form.Get("grant_type")
+	switch gt {
 	case "":
 		s.writeError(w, r, oerr(errInvalidRequest, "grant_type is required"))
+		return
+	case grantAuthorizationCode, grantRefreshToken, grantClientCredentials, grantDeviceCode:
 	default:
 		s.writeError(w, r, oerr(errUnsupportedGrantType, "grant_type %q is not supported", gt))
+		return
+	}
+	if !slices.Contains(c.GrantTypes, gt) {
+		s.writeError(w, r, oerr(errUnauthorizedClient, "this client is not registered for the %s grant", gt))
+		return
+	}
+	switch gt {
+	case grantAuthorizationCode:
+		s.handleAuthorizationCodeGrant(w, r, c, form)
+	case grantRefreshToken:
+		s.handleRefreshTokenGrant(w, r, c, form)
+	case grantClientCredentials:
+		s.handleClientCredentialsGrant(w, r, c, form)
+	case grantDeviceCode:
+		s.handleDeviceCodeGrant(w, r, c, form)
 	}
 }
 

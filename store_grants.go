@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"strings"
+)
+
+// Device flow outcomes at the token endpoint (RFC 8628 §3.5).
+var (
+	errPending  = errors.New("authorization pending")
+	errSlowDown = errors.New("polling too fast")
+	errDenied   = errors.New("denied by the user")
+)
+
+// issueClientToken stores a client_credentials grant (no user) with its access token.
+func (st *store) issueClientToken(ctx context.Context, clientID string, tok newToken, now int64) error {
+	return st.tx(ctx, func(tx *sql.Tx) error {
+		var gid int64
+		if err := tx.QueryRowContext(ctx, "INSERT INTO grants(client_id, user_id, scope, auth_time, created_at) VALUES(?, NULL, ?, 0, ?) RETURNING id",
+			clientID, tok.Scope, now).Scan(&gid); err != nil {
+			return err
+		}
+		return insertPair(ctx, tx, gid, tokenPair{Access: tok}, now)
+	})
+}
+
+// touchConsent records that a user's connection to a client was just used.
+func touchConsent(ctx context.Context, tx *sql.Tx, userID int64, clientID string, now int64) error {
+	_, err := tx.ExecContext(ctx, "UPDATE consents SET last_used = ? WHERE user_id = ? AND client_id = ?", now, userID, clientID)
+	return err
+}
+
+// deviceCode is a pending device authorization (RFC 8628).
+type deviceCode struct {
+	ClientID  string
+	Scope     string
+	Status    int // 0 pending, 1 approved, 2 denied
+	UserID    int64
+	AuthTime  int64
+	Interval  int64
+	LastPoll  int64
+	ExpiresAt int64
+}
+
+const (
+	devicePending  = 0
+	deviceApproved = 1
+	deviceDenied   = 2
+)
+
+// createDeviceCode stores a device authorization; errExists when the user code collides.
+func (st *store) createDeviceCode(ctx context.Context, hash, userHash []byte, d deviceCode) error {
+	_, err := st.db.ExecContext(ctx, "INSERT INTO device_codes(hash, user_code_hash, client_id, scope, poll_interval, expires_at) VALUES(?, ?, ?, ?, ?, ?)",
+		hash, userHash, d.ClientID, d.Scope, d.Interval, d.ExpiresAt)
+	return mapConstraint(err)
+}
+
+// pendingDevice finds the live, undecided device authorization with that user code.
+func (st *store) pendingDevice(ctx context.Context, userHash []byte, now int64) ([]byte, deviceCode, error) {
+	var hash []byte
+	var d deviceCode
+	err := st.db.QueryRowContext(ctx, "SELECT hash, client_id, scope FROM device_codes WHERE user_code_hash = ? AND status = 0 AND expires_at > ?",
+		userHash, now).Scan(&hash, &d.ClientID, &d.Scope)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = errNotFound
+	}
+	return hash, d, err
+}
+
+// decideDevice records the user's decision on a pending device authorization, once; an
+// approval is remembered as consent, so that it appears among the user's connections.
+func (st *store) decideDevice(ctx context.Context, hash []byte, userID, authTime int64, approve bool, scopes []string, now int64) error {
+	return st.tx(ctx, func(tx *sql.Tx) error {
+		status, clientID := deviceDenied, ""
+		if approve {
+			status = deviceApproved
+		}
+		err := tx.QueryRowContext(ctx, "UPDATE device_codes SET status = ?, user_id = ?, auth_time = ? WHERE hash = ? AND status = 0 AND expires_at > ? RETURNING client_id",
+			status, userID, authTime, hash, now).Scan(&clientID)
+		if errors.Is(err, sql.ErrNoRows) {
+			return errNotFound
+		}
+		if err != nil || !approve {
+			return err
+		}
+		return st.addConsent(ctx, tx, userID, clientID, scopes, now)
+	})
+}
+
+// pollDevice answers a device_code token request (RFC 8628 §3.4-3.5) in one transaction:
+// too fast is slow_down (and the interval grows by 5 s), undecided is pending, denied or
+// expired ends it, approved issues the tokens issue makes and consumes the device code.
+func (st *store) pollDevice(ctx context.Context, hash []byte, clientID string, now int64, issue func(deviceCode) (tokenPair, error)) (deviceCode, error) {
+	var d deviceCode
+	err := st.tx(ctx, func(tx *sql.Tx) error {
+		var uid sql.NullInt64
+		err := tx.QueryRowContext(ctx, "SELECT client_id, scope, status, user_id, auth_time, poll_interval, last_poll, expires_at FROM device_codes WHERE hash = ?",
+			hash).Scan(&d.ClientID, &d.Scope, &d.Status, &uid, &d.AuthTime, &d.Interval, &d.LastPoll, &d.ExpiresAt)
+		if errors.Is(err, sql.ErrNoRows) {
+			return errNotFound
+		}
+		if err != nil {
+			return err
+		}
+		d.UserID = uid.Int64
+		if d.ClientID != clientID {
+			return errWrongClient
+		}
+		if d.ExpiresAt <= now {
+			if _, err := tx.ExecContext(ctx, "DELETE FROM device_codes WHERE hash = ?", hash); err != nil {
+				return err
+			}
+			return commitErr{errExpired}
+		}
+		if now-d.LastPoll < d.Interval {
+			_, err := tx.ExecContext(ctx, "UPDATE device_codes SET poll_interval = poll_interval + 5, last_poll = ? WHERE hash = ?", now, hash)
+			if err != nil {
+				return err
+			}
+			return commitErr{errSlowDown}
+		}
+		switch d.Status {
+		case devicePending:
+			if _, err := tx.ExecContext(ctx, "UPDATE device_codes SET last_poll = ? WHERE hash = ?", now, hash); err != nil {
+				return err
+			}
+			return commitErr{errPending}
+		case deviceDenied:
+			if _, err := tx.ExecContext(ctx, "DELETE FROM device_codes WHERE hash = ?", hash); err != nil {
+				return err
+			}
+			return commitErr{errDenied}
+		}
+		pair, err := issue(d)
+		if err != nil {
+			return err
+		}
+		var gid int64
+		if err := tx.QueryRowContext(ctx, "INSERT INTO grants(client_id, user_id, scope, auth_time, created_at) VALUES(?, ?, ?, ?, ?) RETURNING id",
+			d.ClientID, d.UserID, d.Scope, d.AuthTime, now).Scan(&gid); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, "DELETE FROM device_codes WHERE hash = ?", hash); err != nil {
+			return err
+		}
+		if err := touchConsent(ctx, tx, d.UserID, d.ClientID, now); err != nil {
+			return err
+		}
+		return insertPair(ctx, tx, gid, pair, now)
+	})
+	return d, err
+}
+
+// ---- connections
+
+// connection is an app a user has authorized.
+type connection struct {
+	Client    client
+	Scopes    []string
+	CreatedAt int64
+	LastUsed  int64
+}
+
+// connections lists the apps a user has approved, most recently used first.
+func (st *store) connections(ctx context.Context, userID int64) ([]connection, error) {
+	rows, err := st.db.QueryContext(ctx, "SELECT client_id, scope, created_at, max(last_used, updated_at) FROM consents WHERE user_id = ? ORDER BY 4 DESC", userID)
+	if err != nil {
+		return nil, err
+	}
+	type row struct {
+		id, scope      string
+		created, using int64
+	}
+	var raw []row
+	for rows.Next() {
+		var r row
+		if err := rows.Scan(&r.id, &r.scope, &r.created, &r.using); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		raw = append(raw, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	var out []connection
+	for _, r := range raw {
+		c, err := st.clientByID(ctx, r.id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, connection{Client: c, Scopes: strings.Fields(r.scope), CreatedAt: r.created, LastUsed: r.using})
+	}
+	return out, nil
+}
+
+// revokeConnection forgets a user's consent to a client and revokes every grant (with all its
+// tokens) and pending code of that pair at once.
+func (st *store) revokeConnection(ctx context.Context, userID int64, clientID string) error {
+	return st.tx(ctx, func(tx *sql.Tx) error {
+		if err := affected(tx.ExecContext(ctx, "DELETE FROM consents WHERE user_id = ? AND client_id = ?", userID, clientID)); err != nil {
+			return err
+		}
+		for _, q := range []string{"DELETE FROM grants WHERE user_id = ? AND client_id = ?", "DELETE FROM codes WHERE user_id = ? AND client_id = ?",
+			"DELETE FROM device_codes WHERE user_id = ? AND client_id = ?"} {
+			if _, err := tx.ExecContext(ctx, q, userID, clientID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
