@@ -687,9 +687,11 @@ func TestPurge(t *testing.T) {
 	ts.clock.Advance(31 * 24 * time.Hour)
 	ts.s.cfg.PurgeInterval = 5 * time.Millisecond
 	lctx, stop := context.WithCancel(ctx)
-	defer stop()
-	go ts.s.purgeLoop(lctx)
+	done := make(chan struct{})
+	go func() { ts.s.purgeLoop(lctx); close(done) }()
 	waitFor(t, func() bool { return count("tokens") == 0 })
+	stop()
+	<-done
 	if count("tokens") != 0 || count("grants") != 0 || count("sessions") != 0 {
 		t.Fatalf("after 31 days: tokens %d grants %d sessions %d; want none", count("tokens"), count("grants"), count("sessions"))
 	}
