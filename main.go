@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -34,6 +35,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = runClient(ctx, args[1:], stdout, stderr, getenv)
 	case len(args) > 0 && args[0] == "keys":
 		err = runKeys(ctx, args[1:], stdout, getenv)
+	case len(args) > 0 && args[0] == "registration-token":
+		err = runRegistrationToken(ctx, args[1:], stdout, getenv)
 	case len(args) > 0 && (args[0] == "help" || args[0] == "-h" || args[0] == "--help"):
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -71,6 +74,7 @@ const usage = `oauthd: a single-binary OAuth 2 authorization server.
                     [-post-logout-redirect-uri URI ...] [-id-token-alg RS256|ES256] [-always-refresh]
   oauthd client list | del ID | rotate-secret ID    (each takes -db PATH)
   oauthd keys rotate | list [-db PATH]              ID token signing keys
+  oauthd registration-token create [-ttl 24h] [-uses 1] [-db PATH]   initial access token for RFC 7591 registration
 
 Configuration flags can also come from OAUTHD_<FLAG> (e.g. OAUTHD_ADDR, OAUTHD_DB); a flag on
 the command line wins.
@@ -119,6 +123,7 @@ func serveConfig(args []string, stderr io.Writer, getenv func(string) string) (c
 	fs.DurationVar(&cfg.RefreshGrace, "refresh-grace", cfg.RefreshGrace, "how long a just-rotated refresh token still returns the same successor")
 	fs.DurationVar(&cfg.SessionTTL, "session-ttl", cfg.SessionTTL, "browser login session lifetime")
 	fs.DurationVar(&cfg.PurgeInterval, "purge-interval", cfg.PurgeInterval, "how often expired codes, tokens and sessions are deleted")
+	fs.StringVar(&cfg.Registration, "registration", cfg.Registration, "dynamic client registration: off, token (needs an initial access token) or open (public clients, rate-limited)")
 	var names []string
 	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
 	if err := parseFlags(fs, args, getenv, names...); err != nil {
@@ -140,6 +145,9 @@ func serveConfig(args []string, stderr io.Writer, getenv func(string) string) (c
 		if d < time.Second {
 			return cfg, nil, usageError("-%s must be at least 1s", name)
 		}
+	}
+	if !slices.Contains([]string{registrationOff, registrationToken, registrationOpen}, cfg.Registration) {
+		return cfg, nil, usageError("-registration %q: want off, token or open", cfg.Registration)
 	}
 	if cfg.RefreshGrace < 0 {
 		return cfg, nil, usageError("-refresh-grace must not be negative")
@@ -560,4 +568,31 @@ func runKeys(ctx context.Context, args []string, stdout io.Writer, getenv func(s
 		}
 	}
 	return nil
+}
+
+// runRegistrationToken is `oauthd registration-token create`: an RFC 7591 initial access
+// token, printed once as JSON and stored as a hash.
+func runRegistrationToken(ctx context.Context, args []string, stdout io.Writer, getenv func(string) string) error {
+	if len(args) == 0 || args[0] != "create" {
+		return usageError("registration-token: want create")
+	}
+	fs, db := subcommandFlags("registration-token create")
+	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token is valid")
+	uses := fs.Int("uses", 1, "how many clients it may register")
+	if err := parseFlags(fs, args[1:], getenv, "db"); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 || *ttl < time.Minute || *uses < 1 {
+		return usageError("registration-token create takes -ttl (at least 1m) and -uses (at least 1), no arguments")
+	}
+	st, err := openStore(ctx, *db)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	tok, now := newSecret(), time.Now()
+	if err := st.createRegistrationToken(ctx, hashSecret(tok), *uses, now.Add(*ttl), now.Unix()); err != nil {
+		return err
+	}
+	return printJSON(stdout, map[string]any{"registration_token": tok, "expires_at": now.Add(*ttl).Unix(), "uses": *uses})
 }

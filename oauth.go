@@ -34,6 +34,7 @@ type config struct {
 	SessionTTL    time.Duration // browser session lifetime
 	PurgeInterval time.Duration // how often expired rows are deleted
 	PasswordIter  int           // PBKDF2 iterations for new password hashes
+	Registration  string        // dynamic client registration: off, token or open
 
 	KeyGen func(alg string) (crypto.Signer, error) // makes signing keys; nil means generateKey
 }
@@ -51,6 +52,7 @@ func defaultConfig() config {
 		SessionTTL:    24 * time.Hour,
 		PurgeInterval: time.Minute,
 		PasswordIter:  defaultPBKDF2Iter,
+		Registration:  registrationToken,
 	}
 }
 
@@ -149,7 +151,7 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("POST /oauth/userinfo", cors(s.handleUserinfo))
 	mux.HandleFunc("GET /oauth/logout", s.handleEndSession)
 	mux.HandleFunc("POST /oauth/logout", s.handleEndSession)
-	for _, p := range []string{"/oauth/access_token", "/oauth/token", "/oauth/revoke", "/oauth/userinfo", "/oauth/jwks",
+	for _, p := range []string{"/oauth/access_token", "/oauth/token", "/oauth/revoke", "/oauth/userinfo", "/oauth/jwks", "/oauth/register",
 		"/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"} {
 		mux.HandleFunc("OPTIONS "+p, handlePreflight)
 	}
@@ -160,6 +162,10 @@ func (s *server) routes() http.Handler {
 	mux.Handle("POST /logout", s.form(s.handleLogout))
 	mux.HandleFunc("GET /setup", s.handleSetupPage)
 	mux.Handle("POST /setup", s.form(s.handleSetup))
+	mux.HandleFunc("POST /oauth/register", cors(s.handleRegister))
+	mux.HandleFunc("GET /oauth/register/{id}", s.handleRegistrationGet)
+	mux.HandleFunc("PUT /oauth/register/{id}", s.handleRegistrationPut)
+	mux.HandleFunc("DELETE /oauth/register/{id}", s.handleRegistrationDelete)
 	mux.HandleFunc("POST /oauth/device_authorization", s.handleDeviceAuthorization)
 	mux.HandleFunc("GET /device", s.handleDevicePage)
 	mux.Handle("POST /device", s.form(s.handleDevice))

@@ -30,7 +30,7 @@ func (s *server) metadata(ctx context.Context) (map[string]any, error) {
 	}
 	iss := s.cfg.Issuer
 	authMethods := []string{"client_secret_basic", "client_secret_post", "none"}
-	return map[string]any{
+	m := map[string]any{
 		"issuer":                                         iss,
 		"authorization_endpoint":                         iss + "/oauth/authorize",
 		"token_endpoint":                                 iss + "/oauth/access_token",
@@ -41,7 +41,8 @@ func (s *server) metadata(ctx context.Context) (map[string]any, error) {
 		"end_session_endpoint":                           iss + "/oauth/logout",
 		"response_types_supported":                       []string{"code"},
 		"response_modes_supported":                       []string{"query"},
-		"grant_types_supported":                          []string{"authorization_code", "refresh_token"},
+		"grant_types_supported":                          []string{grantAuthorizationCode, grantRefreshToken, grantClientCredentials, grantDeviceCode},
+		"device_authorization_endpoint":                  iss + "/oauth/device_authorization",
 		"subject_types_supported":                        []string{"public"},
 		"id_token_signing_alg_values_supported":          signingAlgs,
 		"code_challenge_methods_supported":               []string{"S256"},
@@ -56,7 +57,11 @@ func (s *server) metadata(ctx context.Context) (map[string]any, error) {
 		"request_uri_parameter_supported":                false,
 		"authorization_response_iss_parameter_supported": true,
 		"service_documentation":                          iss + "/",
-	}, nil
+	}
+	if s.cfg.Registration != registrationOff {
+		m["registration_endpoint"] = iss + "/oauth/register"
+	}
+	return m, nil
 }
 
 // handleMetadata serves both discovery documents.

@@ -1,0 +1,356 @@
+package main
+
+import (
+	"context"
+	"crypto/subtle"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"mime"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Registration modes of -registration.
+const (
+	registrationOff   = "off"
+	registrationToken = "token" // an initial access token is required
+	registrationOpen  = "open"  // anyone may register public clients, rate-limited per address
+)
+
+// RFC 7591 §3.2.2 error codes.
+const (
+	errInvalidRedirectURI    = "invalid_redirect_uri"
+	errInvalidClientMetadata = "invalid_client_metadata"
+)
+
+// clientMetadata is the RFC 7591 §2 client metadata oauthd understands (plus the RFC 7592
+// fields a PUT repeats). Other members are ignored, as §2 allows.
+type clientMetadata struct {
+	ClientID                 string   `json:"client_id,omitempty"`
+	ClientSecret             string   `json:"client_secret,omitempty"`
+	RedirectURIs             []string `json:"redirect_uris,omitempty"`
+	TokenEndpointAuthMethod  string   `json:"token_endpoint_auth_method,omitempty"`
+	GrantTypes               []string `json:"grant_types,omitempty"`
+	ResponseTypes            []string `json:"response_types,omitempty"`
+	ClientName               string   `json:"client_name,omitempty"`
+	ClientURI                string   `json:"client_uri,omitempty"`
+	LogoURI                  string   `json:"logo_uri,omitempty"`
+	Scope                    string   `json:"scope,omitempty"`
+	PostLogoutRedirectURIs   []string `json:"post_logout_redirect_uris,omitempty"`
+	IDTokenSignedResponseAlg string   `json:"id_token_signed_response_alg,omitempty"`
+}
+
+// spec turns metadata into a client registration, checking what RFC 7591 §2 asks: a known
+// token_endpoint_auth_method, grant_types consistent with response_types, scopes oauthd knows.
+func (m clientMetadata) spec(known []string) (clientSpec, *oauthError) {
+	sp := clientSpec{Name: m.ClientName, Scope: m.Scope, RedirectURIs: m.RedirectURIs, PostLogoutURIs: m.PostLogoutRedirectURIs,
+		IDTokenAlg: m.IDTokenSignedResponseAlg, LogoURI: m.LogoURI, ClientURI: m.ClientURI, Dynamic: true}
+	switch m.TokenEndpointAuthMethod {
+	case "", "client_secret_basic", "client_secret_post":
+	case "none":
+		sp.Public = true
+	default:
+		return sp, oerr(errInvalidClientMetadata, "token_endpoint_auth_method must be client_secret_basic, client_secret_post or none")
+	}
+	if sp.Name == "" {
+		sp.Name = "Unnamed application"
+	}
+	sp.GrantTypes = m.GrantTypes
+	if len(sp.GrantTypes) == 0 {
+		sp.GrantTypes = []string{grantAuthorizationCode}
+	}
+	code := slices.Contains(sp.GrantTypes, grantAuthorizationCode)
+	rts := m.ResponseTypes
+	if rts == nil && code {
+		rts = []string{"code"} // RFC 7591 §2: the default
+	}
+	for _, rt := range rts {
+		if rt != "code" {
+			return sp, oerr(errInvalidClientMetadata, "response_types may only contain code")
+		}
+	}
+	if code != (len(rts) > 0) {
+		return sp, oerr(errInvalidClientMetadata, "grant_types and response_types disagree: authorization_code goes with response type code (RFC 7591 §2.1)")
+	}
+	if slices.Contains(sp.GrantTypes, "device_code") {
+		return sp, oerr(errInvalidClientMetadata, "use the grant type URN %s", grantDeviceCode)
+	}
+	scopes, ok := parseScope(m.Scope)
+	if !ok {
+		return sp, oerr(errInvalidClientMetadata, "scope has characters outside RFC 6749 §3.3")
+	}
+	for _, sc := range scopes {
+		if !slices.Contains(known, sc) {
+			return sp, oerr(errInvalidClientMetadata, "scope %q is not offered by this server (see scopes_supported)", sc)
+		}
+	}
+	return sp, nil
+}
+
+// metadataOf describes a registered client as RFC 7591 §3.2.1 and RFC 7592 §3 answer it.
+func (s *server) metadataOf(c client) map[string]any {
+	method := "client_secret_basic"
+	if c.Public {
+		method = "none"
+	}
+	m := map[string]any{
+		"client_id": c.ID, "client_id_issued_at": c.CreatedAt, "client_name": c.Name,
+		"redirect_uris": nonNil(c.RedirectURIs), "token_endpoint_auth_method": method, "grant_types": c.GrantTypes,
+		"response_types": []string{}, "scope": strings.Join(c.Scopes, " "), "id_token_signed_response_alg": c.IDTokenAlg,
+		"registration_client_uri": s.cfg.Issuer + "/oauth/register/" + c.ID,
+	}
+	if slices.Contains(c.GrantTypes, grantAuthorizationCode) {
+		m["response_types"] = []string{"code"}
+	}
+	if !c.Public {
+		m["client_secret_expires_at"] = 0
+	}
+	for k, v := range map[string]string{"logo_uri": c.LogoURI, "client_uri": c.ClientURI} {
+		if v != "" {
+			m[k] = v
+		}
+	}
+	if len(c.PostLogoutURIs) > 0 {
+		m["post_logout_redirect_uris"] = c.PostLogoutURIs
+	}
+	return m
+}
+
+func nonNil(l []string) []string {
+	if l == nil {
+		return []string{}
+	}
+	return l
+}
+
+// readMetadata decodes a JSON client metadata body.
+func readMetadata(r *http.Request) (clientMetadata, *oauthError) {
+	var m clientMetadata
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+		return m, oerr(errInvalidRequest, "the body must be application/json (RFC 7591 §3.1)")
+	}
+	dec := json.NewDecoder(r.Body)
+	if err := dec.Decode(&m); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return m, oerr(errInvalidRequest, "the request body is larger than %d bytes", maxBody)
+		}
+		return m, oerr(errInvalidClientMetadata, "the body is not client metadata JSON: %v", jsonProblem(err))
+	}
+	if dec.More() {
+		return m, oerr(errInvalidClientMetadata, "the body has more than one JSON object")
+	}
+	return m, nil
+}
+
+// jsonProblem says what was wrong with JSON without echoing the input.
+func jsonProblem(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return te.Field + " has the wrong type"
+	}
+	return "malformed JSON"
+}
+
+// bearer returns the token of an Authorization: Bearer header, "" when absent.
+func bearer(r *http.Request) string {
+	scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(tok)
+}
+
+// specErrorToOAuth maps a registration validation failure to its RFC 7591 §3.2.2 code.
+func specErrorToOAuth(err error) *oauthError {
+	var se *specError
+	if errors.As(err, &se) && se.Redirect {
+		return oerr(errInvalidRedirectURI, "%s", se.msg)
+	}
+	return oerr(errInvalidClientMetadata, "%s", err.Error())
+}
+
+// handleRegister is dynamic client registration (RFC 7591 §3).
+func (s *server) handleRegister(w http.ResponseWriter, r *http.Request) {
+	mode := s.cfg.Registration
+	if mode == registrationOff {
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": errAccessDenied, "error_description": "dynamic client registration is turned off on this server"})
+		return
+	}
+	now := s.now()
+	tok := bearer(r)
+	if mode == registrationOpen && tok == "" {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			host = r.RemoteAddr
+		}
+		if s.registrations.blocked(host, now) {
+			w.Header().Set("Retry-After", "3600")
+			writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": "slow_down", "error_description": "too many registrations from this address; try again later"})
+			return
+		}
+		s.registrations.add(host, now)
+	}
+	if mode == registrationToken && tok == "" {
+		bearerError(w, http.StatusUnauthorized, "invalid_token", "registration requires an initial access token (oauthd registration-token create)")
+		return
+	}
+	m, oe := readMetadata(r)
+	if oe != nil {
+		s.writeError(w, r, oe)
+		return
+	}
+	known, err := s.store.allScopes(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	sp, oe := m.spec(append(known, builtinScopes...))
+	if oe != nil {
+		s.writeError(w, r, oe)
+		return
+	}
+	if tok == "" && !sp.Public {
+		s.writeError(w, r, oerr(errInvalidClientMetadata, "without an initial access token only public clients (token_endpoint_auth_method none) may register"))
+		return
+	}
+	c, err := sp.build()
+	if err != nil {
+		s.writeError(w, r, specErrorToOAuth(err))
+		return
+	}
+	c.CreatedAt = now.Unix()
+	secret, regToken := "", newSecret()
+	if !c.Public {
+		secret = newSecret()
+		c.SecretHash = hashSecret(secret)
+	}
+	c.RegistrationHash = hashSecret(regToken)
+	err = s.store.registerClient(r.Context(), c, hashSecret(tok), tok != "", now.Unix())
+	if errors.Is(err, errNotFound) {
+		bearerError(w, http.StatusUnauthorized, "invalid_token", "the initial access token is unknown, used up or expired")
+		return
+	} else if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("client registered dynamically", "client_id", c.ID, "public", c.Public)
+	out := s.metadataOf(c)
+	out["registration_access_token"] = regToken
+	if secret != "" {
+		out["client_secret"] = secret
+		if m.TokenEndpointAuthMethod == "client_secret_post" {
+			out["token_endpoint_auth_method"] = "client_secret_post"
+		}
+	}
+	writeJSON(w, http.StatusCreated, out)
+}
+
+// registrationClient authenticates an RFC 7592 request: the registration access token of
+// the client in the path. Every failure is the same 401 (RFC 7592 §2.1, RFC 6750 §3.1).
+func (s *server) registrationClient(w http.ResponseWriter, r *http.Request) (client, bool) {
+	c, err := s.store.clientByID(r.Context(), r.PathValue("id"))
+	if err != nil && !errors.Is(err, errNotFound) {
+		s.writeError(w, r, err)
+		return c, false
+	}
+	tok := bearer(r)
+	if err != nil || tok == "" || c.RegistrationHash == nil || subtle.ConstantTimeCompare(hashSecret(tok), c.RegistrationHash) != 1 {
+		bearerError(w, http.StatusUnauthorized, "invalid_token", "unknown client or wrong registration access token")
+		return c, false
+	}
+	return c, true
+}
+
+// handleRegistrationGet reads a client's configuration (RFC 7592 §2.1).
+func (s *server) handleRegistrationGet(w http.ResponseWriter, r *http.Request) {
+	if c, ok := s.registrationClient(w, r); ok {
+		writeJSON(w, http.StatusOK, s.metadataOf(c))
+	}
+}
+
+// handleRegistrationPut replaces a client's metadata (RFC 7592 §2.2); its id, secret and
+// type (public or confidential) stay.
+func (s *server) handleRegistrationPut(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.registrationClient(w, r)
+	if !ok {
+		return
+	}
+	m, oe := readMetadata(r)
+	if oe == nil && m.ClientID != c.ID {
+		oe = oerr(errInvalidRequest, "client_id in the body must be this client's id (RFC 7592 §2.2)")
+	}
+	if oe == nil && m.ClientSecret != "" && (c.SecretHash == nil || subtle.ConstantTimeCompare(hashSecret(m.ClientSecret), c.SecretHash) != 1) {
+		oe = oerr(errInvalidRequest, "client_secret in the body does not match")
+	}
+	var sp clientSpec
+	if oe == nil {
+		known, err := s.store.allScopes(r.Context())
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		sp, oe = m.spec(append(known, builtinScopes...))
+	}
+	if oe == nil && sp.Public != c.Public {
+		oe = oerr(errInvalidClientMetadata, "token_endpoint_auth_method cannot change between public and confidential; register a new client")
+	}
+	if oe != nil {
+		s.writeError(w, r, oe)
+		return
+	}
+	if err := sp.apply(&c); err != nil {
+		s.writeError(w, r, specErrorToOAuth(err))
+		return
+	}
+	if err := s.store.updateClient(r.Context(), c); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("client updated through its registration endpoint", "client_id", c.ID)
+	writeJSON(w, http.StatusOK, s.metadataOf(c))
+}
+
+// handleRegistrationDelete deletes a client and everything issued to it (RFC 7592 §2.3).
+func (s *server) handleRegistrationDelete(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.registrationClient(w, r)
+	if !ok {
+		return
+	}
+	if err := s.store.deleteClient(r.Context(), c.ID); err != nil && !errors.Is(err, errNotFound) {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("client deleted through its registration endpoint", "client_id", c.ID)
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// ---- storage
+
+// registerClient stores a dynamically registered client; with an initial access token it
+// uses one of the token's uses in the same transaction (errNotFound when none is left).
+func (st *store) registerClient(ctx context.Context, c client, tokenHash []byte, withToken bool, now int64) error {
+	return st.tx(ctx, func(tx *sql.Tx) error {
+		if withToken {
+			if err := affected(tx.ExecContext(ctx, "UPDATE registration_tokens SET uses_left = uses_left - 1 WHERE hash = ? AND uses_left > 0 AND expires_at > ?",
+				tokenHash, now)); err != nil {
+				return err
+			}
+		}
+		_, err := tx.ExecContext(ctx, "INSERT INTO clients(id, created_at, "+clientWriteCols+") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+			append([]any{c.ID, c.CreatedAt}, clientArgs(c)...)...)
+		return err
+	})
+}
+
+// createRegistrationToken stores an initial access token usable uses times until expires.
+func (st *store) createRegistrationToken(ctx context.Context, hash []byte, uses int, expires time.Time, now int64) error {
+	_, err := st.db.ExecContext(ctx, "INSERT INTO registration_tokens(hash, uses_left, expires_at, created_at) VALUES(?, ?, ?, ?)",
+		hash, uses, expires.Unix(), now)
+	return err
+}
