@@ -304,6 +304,11 @@ func runUser(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			return err
 		}
 		u.Name, u.Email, u.EmailVerified = fullName, email, email != ""
+		if n, err := st.countUsers(ctx); err != nil {
+			return err
+		} else if n == 0 {
+			u.Admin = true // the first user administers the server
+		}
 		if err := st.createUser(ctx, u); errors.Is(err, errExists) {
 			return fmt.Errorf("user %q already exists", name)
 		} else if err != nil {
@@ -357,7 +362,7 @@ func runUser(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 // userJSON is a user as the CLI prints it: never the password hash.
 func userJSON(u user) map[string]any {
 	return map[string]any{"username": u.Username, "sub": u.Sub, "admin": u.Admin, "created_at": u.CreatedAt,
-		"name": u.Name, "email": u.Email, "email_verified": u.EmailVerified}
+		"name": u.Name, "email": u.Email, "email_verified": u.EmailVerified, "disabled": u.Disabled}
 }
 
 // readPassword reads one line: a hidden prompt (asked twice) on a terminal, else stdin as is.

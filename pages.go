@@ -28,21 +28,24 @@ var templateFS embed.FS
 // parsePages parses each page together with the base layout, once, at start.
 func parsePages() map[string]*template.Template {
 	pages := map[string]*template.Template{}
-	for _, name := range []string{"login", "consent", "error", "setup", "home", "account", "logout", "message", "device"} {
-		pages[name] = template.Must(template.ParseFS(templateFS, "templates/base.html", "templates/"+name+".html"))
+	funcs := template.FuncMap{"date": date, "join": strings.Join}
+	for _, name := range []string{"login", "consent", "error", "setup", "home", "account", "logout", "message", "device",
+		"client_form", "clients", "client_secret", "client_delete", "connections", "admin_users", "link", "invite", "reset"} {
+		pages[name] = template.Must(template.New("base.html").Funcs(funcs).ParseFS(templateFS, "templates/base.html", "templates/"+name+".html"))
 	}
 	return pages
 }
 
 // pageData is what the base layout needs on every page.
 type pageData struct {
-	User string // logged-in username, "" when anonymous
-	CSRF string // token for this page's form
+	User  string // logged-in username, "" when anonymous
+	Admin bool   // the signed-in user is an administrator (the menu shows the admin page)
+	CSRF  string // token for this page's form
 }
 
 // pageData fills the base layout's data for a page whose form is bound to sess.
 func (s *server) pageData(sess session, form string) pageData {
-	d := pageData{User: sess.User.Username}
+	d := pageData{User: sess.User.Username, Admin: sess.User.Admin}
 	if sess.Hash != nil {
 		d.CSRF = s.csrfToken(sess.Hash, form)
 	}
@@ -119,10 +122,17 @@ func (s *server) form(h http.HandlerFunc) http.Handler {
 	}))
 }
 
-// handleStyle serves the one stylesheet.
-func (s *server) handleStyle(w http.ResponseWriter, r *http.Request) {
-	b, _ := templateFS.ReadFile("templates/style.css")
-	w.Header().Set("Content-Type", "text/css; charset=utf-8")
+// handleStatic serves the stylesheet and the one small script (the copy buttons).
+func (s *server) handleStatic(w http.ResponseWriter, r *http.Request) {
+	types := map[string]string{"style.css": "text/css; charset=utf-8", "copy.js": "text/javascript; charset=utf-8"}
+	name := r.PathValue("name")
+	ct, ok := types[name]
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	b, _ := templateFS.ReadFile("templates/" + name)
+	w.Header().Set("Content-Type", ct)
 	w.Header().Set("Cache-Control", "public, max-age=3600")
 	w.Write(b)
 }
@@ -334,7 +344,7 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		hash = s.dummy()
 	}
-	if !checkPassword(password, hash) || err != nil {
+	if !checkPassword(password, hash) || err != nil || u.Disabled {
 		s.log.Info("login failed", "username", name)
 		page.Error = "Incorrect username or password."
 		s.render(w, http.StatusUnauthorized, "login", page)

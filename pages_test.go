@@ -261,12 +261,19 @@ func TestPageHeaders(t *testing.T) {
 	if p := b.get("/static/style.css"); p.StatusCode != 200 || !strings.HasPrefix(p.Header.Get("Content-Type"), "text/css") {
 		t.Errorf("stylesheet = %d %s", p.StatusCode, p.Header.Get("Content-Type"))
 	}
-	bad := regexp.MustCompile(`(?i)<script|\son[a-z]+=|style=|javascript:`)
+	bad := regexp.MustCompile(`(?i)\son[a-z]+=|style=|javascript:|<style`)
+	scripts := regexp.MustCompile(`(?is)<script[^>]*>.*?</script>`)
+	external := regexp.MustCompile(`^<script src="/static/[a-z]+\.js" defer></script>$`)
 	fs.WalkDir(templateFS, "templates", func(path string, d fs.DirEntry, err error) error {
 		if strings.HasSuffix(path, ".html") {
 			b, _ := templateFS.ReadFile(path)
 			if m := bad.Find(b); m != nil {
 				t.Errorf("%s has inline script or style: %q", path, m)
+			}
+			for _, m := range scripts.FindAll(b, -1) {
+				if !external.Match(m) {
+					t.Errorf("%s has an inline script: %q", path, m)
+				}
 			}
 		}
 		return nil

@@ -572,7 +572,7 @@ func (st *store) createSession(ctx context.Context, hash []byte, userID, authTim
 // sessionByHash returns the live session with that cookie hash, with its user.
 func (st *store) sessionByHash(ctx context.Context, hash []byte, now int64) (session, error) {
 	row := st.db.QueryRowContext(ctx, "SELECT s.auth_time, "+userColsU+
-		" FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.hash = ? AND s.expires_at > ?", hash, now)
+		" FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.hash = ? AND s.expires_at > ? AND u.disabled = 0", hash, now)
 	s := session{Hash: hash}
 	err := row.Scan(append([]any{&s.AuthTime}, s.User.dest()...)...)
 	if errors.Is(err, sql.ErrNoRows) {

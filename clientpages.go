@@ -1,0 +1,346 @@
+package main
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+)
+
+// The MediaGoblin plugin's client pages, done right: under /oauth/client/, for signed-in
+// users, every form CSRF-protected, secrets shown once and stored hashed.
+
+// requireSession returns the session, or sends the browser to log in (GET) or refuses (POST).
+func (s *server) requireSession(w http.ResponseWriter, r *http.Request) (session, bool) {
+	sess, ok := s.session(r)
+	if !ok {
+		if r.Method == http.MethodGet {
+			s.redirectToLogin(w, r, r.URL.RequestURI(), "")
+		} else {
+			s.errorPage(w, http.StatusForbidden, "Session ended", "You are no longer signed in.")
+		}
+	}
+	return sess, ok
+}
+
+// clientForm is the register and edit form's data.
+type clientForm struct {
+	pageData
+	Edit                                bool
+	ID, Name, Description, RedirectURIs string
+	Scope, LogoURI, ClientURI, Error    string
+	Public                              bool
+}
+
+// clientListPage lists clients.
+type clientListPage struct {
+	pageData
+	Admin   bool
+	Clients []client
+	Owners  map[int64]string
+}
+
+// secretPage shows a client id and, once, its secret.
+type secretPage struct {
+	pageData
+	Client        client
+	Secret, Title string
+}
+
+// handleClientRegisterPage shows the registration form.
+func (s *server) handleClientRegisterPage(w http.ResponseWriter, r *http.Request) {
+	sess, ok := s.requireSession(w, r)
+	if !ok {
+		return
+	}
+	s.render(w, http.StatusOK, "client_form", clientForm{pageData: s.pageData(sess, "client")})
+}
+
+// formSpec reads the register/edit form into a client registration.
+func formSpec(f url.Values, owner int64) clientSpec {
+	lines := func(v string) []string {
+		var out []string
+		for _, l := range strings.Split(v, "\n") {
+			if l = strings.TrimSpace(l); l != "" {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	return clientSpec{Name: f.Get("name"), Description: f.Get("description"), Scope: strings.TrimSpace(f.Get("scope")),
+		RedirectURIs: lines(f.Get("redirect_uris")), Public: f.Get("type") == "public",
+		LogoURI: strings.TrimSpace(f.Get("logo_uri")), ClientURI: strings.TrimSpace(f.Get("client_uri")), OwnerID: owner}
+}
+
+// checkScopesFor limits a non-admin's client to the scopes this server already offers.
+func (s *server) checkScopesFor(r *http.Request, sess session, scope string) error {
+	if sess.User.Admin {
+		return nil
+	}
+	known, err := s.store.allScopes(r.Context())
+	if err != nil {
+		return err
+	}
+	scopes, _ := parseScope(scope)
+	for _, sc := range scopes {
+		if !slices.Contains(known, sc) && !slices.Contains(builtinScopes, sc) {
+			return &specError{msg: "the scope " + sc + " is not offered by this server; ask an administrator"}
+		}
+	}
+	return nil
+}
+
+// handleClientRegister registers a client for the signed-in user and shows its secret once.
+func (s *server) handleClientRegister(w http.ResponseWriter, r *http.Request) {
+	sess, ok := s.requireSession(w, r)
+	if !ok {
+		return
+	}
+	f := r.PostForm
+	page := clientForm{pageData: s.pageData(sess, "client"), Name: f.Get("name"), Description: f.Get("description"),
+		RedirectURIs: f.Get("redirect_uris"), Scope: f.Get("scope"), LogoURI: f.Get("logo_uri"), ClientURI: f.Get("client_uri"), Public: f.Get("type") == "public"}
+	if !s.checkCSRF(r, sess.Hash, "client") {
+		page.Error = "The form expired. Please try again."
+		s.render(w, http.StatusForbidden, "client_form", page)
+		return
+	}
+	sp := formSpec(f, sess.User.ID)
+	c, err := sp.build()
+	if err == nil {
+		err = s.checkScopesFor(r, sess, sp.Scope)
+	}
+	var se *specError
+	if errors.As(err, &se) {
+		page.Error = strings.ToUpper(se.msg[:1]) + se.msg[1:] + "."
+		s.render(w, http.StatusBadRequest, "client_form", page)
+		return
+	} else if err != nil {
+		s.serverErrorPage(w, r, err)
+		return
+	}
+	c.CreatedAt = s.now().Unix()
+	secret := ""
+	if !c.Public {
+		secret = newSecret()
+		c.SecretHash = hashSecret(secret)
+	}
+	if err := s.store.createClient(r.Context(), c); err != nil {
+		s.serverErrorPage(w, r, err)
+		return
+	}
+	s.log.Info("client registered on the pages", "client_id", c.ID, "user", sess.User.Username)
+	s.render(w, http.StatusCreated, "client_secret", secretPage{pageData: s.pageData(sess, ""), Client: c, Secret: secret, Title: "Application registered"})
+}
+
+// handleClientList lists the user's own clients; an admin sees every client.
+func (s *server) handleClientList(w http.ResponseWriter, r *http.Request) {
+	sess, ok := s.requireSession(w, r)
+	if !ok {
+		return
+	}
+	all, err := s.store.listClients(r.Context())
+	if err != nil {
+		s.serverErrorPage(w, r, err)
+		return
+	}
+	mine := all
+	if !sess.User.Admin {
+		mine = slices.DeleteFunc(all, func(c client) bool { return c.OwnerID != sess.User.ID })
+	}
+	owners := map[int64]string{}
+	if sess.User.Admin {
+		users, err := s.store.listUsers(r.Context())
+		if err != nil {
+			s.serverErrorPage(w, r, err)
+			return
+		}
+		for _, u := range users {
+			owners[u.ID] = u.Username
+		}
+	}
+	s.render(w, http.StatusOK, "clients", clientListPage{pageData: s.pageData(sess, "client"), Admin: sess.User.Admin, Clients: mine, Owners: owners})
+}
+
+// ownedClient loads the client in the path if the user owns it or is an admin; otherwise
+// the answer is a 404 page (no hint that the client exists).
+func (s *server) ownedClient(w http.ResponseWriter, r *http.Request, sess session) (client, bool) {
+	c, err := s.store.clientByID(r.Context(), r.PathValue("id"))
+	if err != nil && !errors.Is(err, errNotFound) {
+		s.serverErrorPage(w, r, err)
+		return c, false
+	}
+	if err != nil || (!sess.User.Admin && c.OwnerID != sess.User.ID) {
+		s.errorPage(w, http.StatusNotFound, "No such application", "There is no application with this id among yours.")
+		return c, false
+	}
+	return c, true
+}
+
+// handleClientEditPage shows a client's settings.
+func (s *server) handleClientEditPage(w http.ResponseWriter, r *http.Request) {
+	sess, ok := s.requireSession(w, r)
+	if !ok {
+		return
+	}
+	c, ok := s.ownedClient(w, r, sess)
+	if !ok {
+		return
+	}
+	s.render(w, http.StatusOK, "client_form", clientForm{pageData: s.pageData(sess, "client"), Edit: true, ID: c.ID, Name: c.Name,
+		Description: c.Description, RedirectURIs: strings.Join(c.RedirectURIs, "\n"), Scope: strings.Join(c.Scopes, " "),
+		LogoURI: c.LogoURI, ClientURI: c.ClientURI, Public: c.Public})
+}
+
+// handleClientEdit saves a client's settings; its type and grants stay.
+func (s *server) handleClientEdit(w http.ResponseWriter, r *http.Request) {
+	sess, ok := s.requireSession(w, r)
+	if !ok {
+		return
+	}
+	c, ok := s.ownedClient(w, r, sess)
+	if !ok {
+		return
+	}
+	f := r.PostForm
+	page := clientForm{pageData: s.pageData(sess, "client"), Edit: true, ID: c.ID, Name: f.Get("name"), Description: f.Get("description"),
+		RedirectURIs: f.Get("redirect_uris"), Scope: f.Get("scope"), LogoURI: f.Get("logo_uri"), ClientURI: f.Get("client_uri"), Public: c.Public}
+	if !s.checkCSRF(r, sess.Hash, "client") {
+		page.Error = "The form expired. Please try again."
+		s.render(w, http.StatusForbidden, "client_form", page)
+		return
+	}
+	sp := formSpec(f, c.OwnerID)
+	sp.Public, sp.GrantTypes, sp.PostLogoutURIs = c.Public, c.GrantTypes, c.PostLogoutURIs
+	sp.IDTokenAlg, sp.AlwaysRefresh, sp.Dynamic = c.IDTokenAlg, c.AlwaysRefresh, c.Dynamic
+	err := sp.apply(&c)
+	if err == nil {
+		err = s.checkScopesFor(r, sess, sp.Scope)
+	}
+	var se *specError
+	if errors.As(err, &se) {
+		page.Error = strings.ToUpper(se.msg[:1]) + se.msg[1:] + "."
+		s.render(w, http.StatusBadRequest, "client_form", page)
+		return
+	} else if err != nil {
+		s.serverErrorPage(w, r, err)
+		return
+	}
+	if err := s.store.updateClient(r.Context(), c); err != nil {
+		s.serverErrorPage(w, r, err)
+		return
+	}
+	s.log.Info("client edited on the pages", "client_id", c.ID, "user", sess.User.Username)
+	http.Redirect(w, r, "/oauth/client/list", http.StatusSeeOther)
+}
+
+// handleClientRotate replaces a confidential client's secret and shows the new one once.
+func (s *server) handleClientRotate(w http.ResponseWriter, r *http.Request) {
+	sess, ok := s.requireSession(w, r)
+	if !ok {
+		return
+	}
+	c, ok := s.ownedClient(w, r, sess)
+	if !ok {
+		return
+	}
+	if !s.checkCSRF(r, sess.Hash, "client") {
+		s.errorPage(w, http.StatusForbidden, "Request refused", "The form is missing its security token. Go back and try again.")
+		return
+	}
+	if c.Public {
+		s.errorPage(w, http.StatusBadRequest, "No secret", "A public application has no secret to rotate.")
+		return
+	}
+	secret := newSecret()
+	if err := s.store.setClientSecret(r.Context(), c.ID, hashSecret(secret)); err != nil {
+		s.serverErrorPage(w, r, err)
+		return
+	}
+	s.log.Info("client secret rotated on the pages", "client_id", c.ID, "user", sess.User.Username)
+	s.render(w, http.StatusOK, "client_secret", secretPage{pageData: s.pageData(sess, ""), Client: c, Secret: secret, Title: "New secret"})
+}
+
+// handleClientDeletePage asks for confirmation before deleting.
+func (s *server) handleClientDeletePage(w http.ResponseWriter, r *http.Request) {
+	sess, ok := s.requireSession(w, r)
+	if !ok {
+		return
+	}
+	if c, ok := s.ownedClient(w, r, sess); ok {
+		s.render(w, http.StatusOK, "client_delete", secretPage{pageData: s.pageData(sess, "client"), Client: c})
+	}
+}
+
+// handleClientDelete deletes a client with its consents, codes and tokens.
+func (s *server) handleClientDelete(w http.ResponseWriter, r *http.Request) {
+	sess, ok := s.requireSession(w, r)
+	if !ok {
+		return
+	}
+	c, ok := s.ownedClient(w, r, sess)
+	if !ok {
+		return
+	}
+	if !s.checkCSRF(r, sess.Hash, "client") {
+		s.errorPage(w, http.StatusForbidden, "Request refused", "The form is missing its security token. Go back and try again.")
+		return
+	}
+	if err := s.store.deleteClient(r.Context(), c.ID); err != nil && !errors.Is(err, errNotFound) {
+		s.serverErrorPage(w, r, err)
+		return
+	}
+	s.log.Info("client deleted on the pages", "client_id", c.ID, "user", sess.User.Username)
+	http.Redirect(w, r, "/oauth/client/list", http.StatusSeeOther)
+}
+
+// connectionsPage lists the apps the user has authorized.
+type connectionsPage struct {
+	pageData
+	Connections []connection
+}
+
+// handleConnections lists every app the user has authorized.
+func (s *server) handleConnections(w http.ResponseWriter, r *http.Request) {
+	sess, ok := s.requireSession(w, r)
+	if !ok {
+		return
+	}
+	cs, err := s.store.connections(r.Context(), sess.User.ID)
+	if err != nil {
+		s.serverErrorPage(w, r, err)
+		return
+	}
+	s.render(w, http.StatusOK, "connections", connectionsPage{pageData: s.pageData(sess, "connection"), Connections: cs})
+}
+
+// handleConnectionRevoke forgets the consent and revokes every token of that app at once.
+func (s *server) handleConnectionRevoke(w http.ResponseWriter, r *http.Request) {
+	sess, ok := s.requireSession(w, r)
+	if !ok {
+		return
+	}
+	if !s.checkCSRF(r, sess.Hash, "connection") {
+		s.errorPage(w, http.StatusForbidden, "Request refused", "The form is missing its security token. Go back and try again.")
+		return
+	}
+	err := s.store.revokeConnection(r.Context(), sess.User.ID, r.PathValue("id"))
+	if errors.Is(err, errNotFound) {
+		s.errorPage(w, http.StatusNotFound, "No such connection", "You have not authorized this application.")
+		return
+	} else if err != nil {
+		s.serverErrorPage(w, r, err)
+		return
+	}
+	s.log.Info("connection revoked by the user", "client_id", r.PathValue("id"), "user", sess.User.Username)
+	http.Redirect(w, r, "/oauth/client/connections", http.StatusSeeOther)
+}
+
+// date formats unix seconds for the pages.
+func date(t int64) string {
+	if t == 0 {
+		return "never"
+	}
+	return time.Unix(t, 0).UTC().Format("2006-01-02 15:04 UTC")
+}
