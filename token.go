@@ -384,6 +384,10 @@ func (s *server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 		"active": true, "scope": t.Scope, "client_id": t.ClientID, "username": t.User.Username, "sub": t.User.Sub,
 		"exp": t.ExpiresAt, "iat": t.CreatedAt, "iss": s.cfg.Issuer,
 	}
+	if t.User.ID == 0 { // client_credentials: the client acts for itself
+		resp["sub"] = t.ClientID
+		delete(resp, "username")
+	}
 	if t.Kind == kindAccess {
 		resp["token_type"], resp["token_use"] = "Bearer", "access_token"
 	} else {
