@@ -367,7 +367,7 @@ func TestDynamicRegistration(t *testing.T) {
 	})
 
 	t.Run("token", func(t *testing.T) {
-		ts := newTestServer(t) // the default mode
+		ts := newTestServer(t)                        // the default mode
 		ts.clock.t = time.Now().Truncate(time.Second) // the CLI stamps the token with real time
 		ts.addClient(false, "read", "https://app.example/cb")
 		if r := ts.postJSON("POST", "/oauth/register", "", good); r.Status != 401 || !strings.Contains(r.Header.Get("WWW-Authenticate"), "invalid_token") {
