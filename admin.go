@@ -74,7 +74,7 @@ func (s *server) handleAdminAddUser(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, errExists):
 		s.renderAdmin(w, r, sess, http.StatusConflict, "A user named "+f.Get("username")+" already exists.", "")
-	case err != nil && strings.HasPrefix(err.Error(), "the "):
+	case errors.As(err, new(*specError)):
 		s.renderAdmin(w, r, sess, http.StatusBadRequest, strings.ToUpper(err.Error()[:1])+err.Error()[1:]+".", "")
 	case err != nil:
 		s.serverErrorPage(w, r, err)

@@ -708,6 +708,13 @@ func TestIssue4Metadata(t *testing.T) {
 	if !strings.Contains(out, `"grant_types":["client_credentials"]`) {
 		t.Errorf("client list = %q", out)
 	}
+	// The first user added from the command line administers the server; later ones do not.
+	for i, name := range []string{"first", "second"} {
+		_, out, _ := cli(t, env, "a long password\n", "user", "add", name)
+		if want := fmt.Sprintf(`"admin":%v`, i == 0); !strings.Contains(out, want) {
+			t.Errorf("user add %s = %q; want %s", name, out, want)
+		}
+	}
 	if code, _, errs := cli(t, env, "", "registration-token", "create", "-ttl", "1s"); code != 2 {
 		t.Errorf("registration-token -ttl 1s = %d %q", code, errs)
 	}

@@ -277,12 +277,13 @@ func validUsername(n string) error {
 }
 
 // newUser makes a user record with a fresh sub and password hash.
+// Validation failures are *specError, so that pages can tell them from storage faults.
 func newUser(name, password string, admin bool, iter int, now time.Time) (user, error) {
 	if err := validUsername(name); err != nil {
-		return user{}, err
+		return user{}, &specError{msg: err.Error()}
 	}
 	if err := validPassword(password); err != nil {
-		return user{}, err
+		return user{}, &specError{msg: err.Error()}
 	}
 	h, err := hashPassword(password, iter)
 	if err != nil {
