@@ -121,11 +121,7 @@ func (s *server) handleClientRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.CreatedAt = s.now().Unix()
-	secret := ""
-	if !c.Public {
-		secret = newSecret()
-		c.SecretHash = hashSecret(secret)
-	}
+	secret := c.issueSecret()
 	if err := s.store.createClient(r.Context(), c); err != nil {
 		s.serverErrorPage(w, r, err)
 		return
@@ -253,8 +249,8 @@ func (s *server) handleClientRotate(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, http.StatusBadRequest, "No secret", "A public application has no secret to rotate.")
 		return
 	}
-	secret := newSecret()
-	if err := s.store.setClientSecret(r.Context(), c.ID, hashSecret(secret)); err != nil {
+	secret := c.issueSecret()
+	if err := s.store.setClientSecret(r.Context(), c.ID, c.SecretHash); err != nil {
 		s.serverErrorPage(w, r, err)
 		return
 	}

@@ -133,3 +133,14 @@ func normURIs(in []string) []string {
 	}
 	return out
 }
+
+// issueSecret gives a confidential client a new secret, keeping only its hash, and returns
+// it to be shown once; public clients get none ("").
+func (c *client) issueSecret() string {
+	if c.Public {
+		return ""
+	}
+	secret := newSecret()
+	c.SecretHash = hashSecret(secret)
+	return secret
+}

@@ -224,11 +224,7 @@ func (s *server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.CreatedAt = now.Unix()
-	secret, regToken := "", newSecret()
-	if !c.Public {
-		secret = newSecret()
-		c.SecretHash = hashSecret(secret)
-	}
+	secret, regToken := c.issueSecret(), newSecret()
 	c.RegistrationHash = hashSecret(regToken)
 	err = s.store.registerClient(r.Context(), c, hashSecret(tok), tok != "", now.Unix())
 	if errors.Is(err, errNotFound) {

@@ -475,11 +475,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	id := fs.Arg(0)
 	switch args[0] {
 	case "add":
-		secret := ""
-		if !c.Public {
-			secret = newSecret()
-			c.SecretHash = hashSecret(secret)
-		}
+		secret := c.issueSecret()
 		if err := st.createClient(ctx, c); err != nil {
 			return err
 		}
@@ -518,8 +514,8 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer, get
 		if c.Public {
 			return fmt.Errorf("client %s is public: it has no secret", id)
 		}
-		secret := newSecret()
-		if err := st.setClientSecret(ctx, id, hashSecret(secret)); err != nil {
+		secret := c.issueSecret()
+		if err := st.setClientSecret(ctx, id, c.SecretHash); err != nil {
 			return err
 		}
 		return printJSON(stdout, map[string]string{"client_id": id, "client_secret": secret})

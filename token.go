@@ -352,23 +352,31 @@ func (s *server) handleRefreshTokenGrant(w http.ResponseWriter, r *http.Request,
 
 // ---- introspection and revocation
 
-// handleIntrospect is RFC 7662: a confidential client asks whether a token is active.
-func (s *server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
+// tokenQuestion reads an introspection or revocation request: form, client authentication
+// (confidential clients only when confidential), and the token asked about. It answers the
+// error itself and returns ok=false.
+func (s *server) tokenQuestion(w http.ResponseWriter, r *http.Request, confidential bool) (c client, tok string, ok bool) {
 	form, oe := tokenForm(r)
 	if oe == nil {
-		var c client
 		c, oe = s.authenticateClient(r.Context(), r, form)
-		if oe == nil && c.Public {
-			oe = oerr(errInvalidClient, "introspection is for confidential clients (resource servers)")
-		}
+	}
+	if oe == nil && confidential && c.Public {
+		oe = oerr(errInvalidClient, "introspection is for confidential clients (resource servers)")
+	}
+	if oe == nil && form.Get("token") == "" {
+		oe = oerr(errInvalidRequest, "token is required")
 	}
 	if oe != nil {
 		s.writeError(w, r, oe)
-		return
+		return c, "", false
 	}
-	tok := form.Get("token")
-	if tok == "" {
-		s.writeError(w, r, oerr(errInvalidRequest, "token is required"))
+	return c, form.Get("token"), true
+}
+
+// handleIntrospect is RFC 7662: a confidential client asks whether a token is active.
+func (s *server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
+	_, tok, ok := s.tokenQuestion(w, r, true)
+	if !ok {
 		return
 	}
 	t, err := s.store.tokenByHash(r.Context(), hashSecret(tok))
@@ -399,18 +407,8 @@ func (s *server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 // handleRevoke is RFC 7009: a client revokes one of its tokens; a refresh token takes its
 // whole grant with it. Unknown tokens answer 200 (§2.2).
 func (s *server) handleRevoke(w http.ResponseWriter, r *http.Request) {
-	form, oe := tokenForm(r)
-	var c client
-	if oe == nil {
-		c, oe = s.authenticateClient(r.Context(), r, form)
-	}
-	if oe != nil {
-		s.writeError(w, r, oe)
-		return
-	}
-	tok := form.Get("token")
-	if tok == "" {
-		s.writeError(w, r, oerr(errInvalidRequest, "token is required"))
+	c, tok, ok := s.tokenQuestion(w, r, false)
+	if !ok {
 		return
 	}
 	err := s.store.revokeToken(r.Context(), hashSecret(tok), c.ID)
