@@ -136,6 +136,7 @@ func (s *server) routes() http.Handler {
 	mux := http.NewServeMux()
 	// RFC 6749 protocol endpoints, at the MediaGoblin plugin's paths.
 	mux.HandleFunc("GET /oauth/authorize", s.handleAuthorize)
+	mux.HandleFunc("POST /oauth/authorize", s.handleAuthorize)
 	mux.Handle("POST /oauth/consent", s.form(s.handleConsent))
 	mux.HandleFunc("POST /oauth/access_token", cors(s.handleToken))
 	mux.HandleFunc("POST /oauth/token", cors(s.handleToken))
@@ -446,8 +447,18 @@ type authRequest struct {
 // handleAuthorize is the authorization endpoint (RFC 6749 §4.1.1). client_id and redirect_uri
 // are checked first and their errors shown as a page; every later error goes back to the
 // client with state and iss (RFC 9207).
+//
+// OIDC Core §3.1.2.1: GET and POST are both accepted; a POST carries the parameters as a form
+// body (and is a plain request, not a state change, so it is allowed cross-site).
 func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	if r.Method == http.MethodPost {
+		if err := r.ParseForm(); err != nil {
+			s.errorPage(w, http.StatusBadRequest, "Invalid request", "The authorization request body could not be read.")
+			return
+		}
+		q = r.PostForm
+	}
 	if len(q["client_id"]) > 1 || len(q["redirect_uri"]) > 1 {
 		s.errorPage(w, http.StatusBadRequest, "Invalid request", "The request repeats client_id or redirect_uri.")
 		return
@@ -566,12 +577,12 @@ func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		}
 		// Authenticate, then come back to this request without prompt=login (or it would loop).
 		next := r.URL.RequestURI()
-		if slices.Contains(prompt, "login") {
+		if slices.Contains(prompt, "login") || r.Method == http.MethodPost {
 			q.Set("prompt", strings.Join(slices.DeleteFunc(prompt, func(p string) bool { return p == "login" }), " "))
 			if q.Get("prompt") == "" {
 				q.Del("prompt")
 			}
-			next = r.URL.Path + "?" + q.Encode()
+			next = r.URL.Path + "?" + q.Encode() // a POSTed request comes back as a GET
 		}
 		s.redirectToLogin(w, r, next, q.Get("login_hint"))
 		return

@@ -410,6 +410,20 @@ func TestOIDCRequestParameters(t *testing.T) {
 	if lp := ts.browser("", "").get(p.Header.Get("Location")); !strings.Contains(lp.Body, `name="username" type="text" value="alice"`) {
 		t.Error("the login page does not prefill the hinted username")
 	}
+	// OIDC Core §3.1.2.1: the same request as a POSTed form works, logged in or not.
+	post := func(br *browser, q url.Values) page {
+		req, _ := http.NewRequest("POST", ts.url+"/oauth/authorize", strings.NewReader(q.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Sec-Fetch-Site", "cross-site") // an RP's auto-submitting form
+		return br.do(req)
+	}
+	if p := post(b, req(rs, nil)); p.StatusCode != http.StatusFound || !strings.Contains(p.Header.Get("Location"), "code=") {
+		t.Errorf("POST authorize = %d %q; want a code", p.StatusCode, p.Header.Get("Location"))
+	}
+	p = post(ts.browser("", ""), req(rs, nil))
+	if loc, _ := url.Parse(p.Header.Get("Location")); loc == nil || loc.Path != "/login" || !strings.HasPrefix(loc.Query().Get("next"), "/oauth/authorize?") {
+		t.Errorf("POST authorize logged out = %d %q; want the login page coming back as a GET", p.StatusCode, p.Header.Get("Location"))
+	}
 	// Request objects are refused with their OIDC error codes.
 	if p := b.get("/oauth/authorize?" + req(rs, map[string]string{"request": "eyJ.x.y"}).Encode()); redirectErr(p) != "request_not_supported" {
 		t.Errorf("request object = %q", p.Header.Get("Location"))

@@ -346,7 +346,8 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		hash = s.dummy()
 	}
 	if !checkPassword(password, hash) || err != nil || u.Disabled {
-		s.log.Info("login failed", "username", name)
+		// Only a known username is logged: an unknown one may be a password typed in the wrong box.
+		s.log.Info("login failed", "user", u.Username, "known_user", err == nil)
 		page.Error = "Incorrect username or password."
 		s.render(w, http.StatusUnauthorized, "login", page)
 		return
