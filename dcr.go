@@ -333,12 +333,12 @@ func (s *server) handleRegistrationDelete(w http.ResponseWriter, r *http.Request
 func (st *store) registerClient(ctx context.Context, c client, tokenHash []byte, withToken bool, now int64) error {
 	return st.tx(ctx, func(tx *sql.Tx) error {
 		if withToken {
-			if err := affected(tx.ExecContext(ctx, "UPDATE registration_tokens SET uses_left = uses_left - 1 WHERE hash = ? AND uses_left > 0 AND expires_at > ?",
+			if err := affected(st.txExec(ctx, tx, "UPDATE registration_tokens SET uses_left = uses_left - 1 WHERE hash = ? AND uses_left > 0 AND expires_at > ?",
 				tokenHash, now)); err != nil {
 				return err
 			}
 		}
-		_, err := tx.ExecContext(ctx, "INSERT INTO clients(id, created_at, "+clientWriteCols+") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		_, err := st.txExec(ctx, tx, "INSERT INTO clients(id, created_at, "+clientWriteCols+") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 			append([]any{c.ID, c.CreatedAt}, clientArgs(c)...)...)
 		return err
 	})
@@ -346,7 +346,7 @@ func (st *store) registerClient(ctx context.Context, c client, tokenHash []byte,
 
 // createRegistrationToken stores an initial access token usable uses times until expires.
 func (st *store) createRegistrationToken(ctx context.Context, hash []byte, uses int, expires time.Time, now int64) error {
-	_, err := st.db.ExecContext(ctx, "INSERT INTO registration_tokens(hash, uses_left, expires_at, created_at) VALUES(?, ?, ?, ?)",
+	_, err := st.exec(ctx, "INSERT INTO registration_tokens(hash, uses_left, expires_at, created_at) VALUES(?, ?, ?, ?)",
 		hash, uses, expires.Unix(), now)
 	return err
 }

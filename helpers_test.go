@@ -80,7 +80,7 @@ func cachedKey(alg string) (crypto.Signer, error) {
 
 // testServer is a real server on a real SQLite file in t.TempDir(), behind httptest.
 type testServer struct {
-	t     *testing.T
+	t     testing.TB
 	s     *server
 	srv   *httptest.Server
 	url   string
@@ -90,7 +90,7 @@ type testServer struct {
 
 // newTestServer starts a server with a fake clock, fast password hashing and a captured
 // debug log; edit adjusts the configuration.
-func newTestServer(t *testing.T, edit ...func(*config)) *testServer {
+func newTestServer(t testing.TB, edit ...func(*config)) *testServer {
 	t.Helper()
 	srv := httptest.NewUnstartedServer(nil)
 	cfg := defaultConfig()
@@ -168,7 +168,7 @@ type page struct {
 
 // browser is a cookie-keeping HTTP client that does not follow redirects.
 type browser struct {
-	t    *testing.T
+	t    testing.TB
 	ts   *testServer
 	c    *http.Client
 	user string

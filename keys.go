@@ -104,7 +104,7 @@ type storedKey struct {
 }
 
 // insertKey stores a new current key for its algorithm.
-func insertKey(ctx context.Context, tx *sql.Tx, key crypto.Signer, alg string, now int64) (jwk, error) {
+func (st *store) insertKey(ctx context.Context, tx *sql.Tx, key crypto.Signer, alg string, now int64) (jwk, error) {
 	k, err := publicJWK(key, alg)
 	if err != nil {
 		return k, err
@@ -114,7 +114,7 @@ func insertKey(ctx context.Context, tx *sql.Tx, key crypto.Signer, alg string, n
 		return k, err
 	}
 	pub, _ := json.Marshal(k)
-	_, err = tx.ExecContext(ctx, "INSERT INTO keys(kid, alg, private_key, public_jwk, created_at) VALUES(?, ?, ?, ?, ?)",
+	_, err = st.txExec(ctx, tx, "INSERT INTO keys(kid, alg, private_key, public_jwk, created_at) VALUES(?, ?, ?, ?, ?)",
 		k.Kid, alg, der, string(pub), now)
 	return k, err
 }
@@ -123,7 +123,7 @@ func insertKey(ctx context.Context, tx *sql.Tx, key crypto.Signer, alg string, n
 func (st *store) ensureKeys(ctx context.Context, gen func(string) (crypto.Signer, error), now int64) error {
 	for _, alg := range signingAlgs {
 		var n int
-		if err := st.db.QueryRowContext(ctx, "SELECT count(*) FROM keys WHERE alg = ? AND retired_at IS NULL", alg).Scan(&n); err != nil {
+		if err := st.queryRow(ctx, "SELECT count(*) FROM keys WHERE alg = ? AND retired_at IS NULL", alg).Scan(&n); err != nil {
 			return err
 		}
 		if n > 0 {
@@ -135,10 +135,10 @@ func (st *store) ensureKeys(ctx context.Context, gen func(string) (crypto.Signer
 		}
 		err = st.tx(ctx, func(tx *sql.Tx) error {
 			// Another process may have created one meanwhile.
-			if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM keys WHERE alg = ? AND retired_at IS NULL", alg).Scan(&n); err != nil || n > 0 {
+			if err := st.txRow(ctx, tx, "SELECT count(*) FROM keys WHERE alg = ? AND retired_at IS NULL", alg).Scan(&n); err != nil || n > 0 {
 				return err
 			}
-			_, err := insertKey(ctx, tx, key, alg, now)
+			_, err := st.insertKey(ctx, tx, key, alg, now)
 			return err
 		})
 		if err != nil {
@@ -161,11 +161,11 @@ func (st *store) rotateKeys(ctx context.Context, gen func(string) (crypto.Signer
 	}
 	var out []jwk
 	err := st.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, "UPDATE keys SET retired_at = ?, private_key = NULL WHERE retired_at IS NULL", now); err != nil {
+		if _, err := st.txExec(ctx, tx, "UPDATE keys SET retired_at = ?, private_key = NULL WHERE retired_at IS NULL", now); err != nil {
 			return err
 		}
 		for _, alg := range signingAlgs {
-			k, err := insertKey(ctx, tx, keys[alg], alg, now)
+			k, err := st.insertKey(ctx, tx, keys[alg], alg, now)
 			if err != nil {
 				return err
 			}
@@ -178,7 +178,7 @@ func (st *store) rotateKeys(ctx context.Context, gen func(string) (crypto.Signer
 
 // listKeys returns every stored key, newest first.
 func (st *store) listKeys(ctx context.Context) ([]storedKey, error) {
-	rows, err := st.db.QueryContext(ctx, "SELECT public_jwk, private_key, created_at, coalesce(retired_at, 0) FROM keys ORDER BY created_at DESC, kid")
+	rows, err := st.query(ctx, "SELECT public_jwk, private_key, created_at, coalesce(retired_at, 0) FROM keys ORDER BY created_at DESC, kid")
 	if err != nil {
 		return nil, err
 	}
@@ -200,7 +200,7 @@ func (st *store) listKeys(ctx context.Context) ([]storedKey, error) {
 
 // currentKey returns the kid and PKCS #8 bytes of the current key for alg.
 func (st *store) currentKey(ctx context.Context, alg string) (kid string, der []byte, err error) {
-	err = st.db.QueryRowContext(ctx, "SELECT kid, private_key FROM keys WHERE alg = ? AND retired_at IS NULL ORDER BY created_at DESC LIMIT 1", alg).Scan(&kid, &der)
+	err = st.queryRow(ctx, "SELECT kid, private_key FROM keys WHERE alg = ? AND retired_at IS NULL ORDER BY created_at DESC LIMIT 1", alg).Scan(&kid, &der)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = fmt.Errorf("no current %s signing key", alg)
 	}
@@ -209,7 +209,7 @@ func (st *store) currentKey(ctx context.Context, alg string) (kid string, der []
 
 // deleteRetiredKeys removes retired keys retired before cutoff: nothing they signed is valid.
 func (st *store) deleteRetiredKeys(ctx context.Context, cutoff int64) error {
-	_, err := st.db.ExecContext(ctx, "DELETE FROM keys WHERE retired_at IS NOT NULL AND retired_at < ?", cutoff)
+	_, err := st.exec(ctx, "DELETE FROM keys WHERE retired_at IS NOT NULL AND retired_at < ?", cutoff)
 	return err
 }
 

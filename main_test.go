@@ -19,7 +19,7 @@ import (
 )
 
 // cli runs the oauthd command line in process.
-func cli(t *testing.T, env map[string]string, stdin string, args ...string) (code int, stdout, stderr string) {
+func cli(t testing.TB, env map[string]string, stdin string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	code = run(context.Background(), args, strings.NewReader(stdin), &out, &errb, func(k string) string { return env[k] })

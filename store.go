@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	_ "modernc.org/sqlite"
@@ -26,6 +27,83 @@ var (
 // store is the SQLite database: every table oauthd keeps, behind small typed methods.
 type store struct {
 	db *sql.DB
+
+	stmtMu sync.RWMutex
+	stmts  map[string]*sql.Stmt // prepared once, reused on every connection
+}
+
+// stmt returns the prepared statement for q, preparing it on first use: SQLite spends more
+// time parsing a query than running the point lookups oauthd makes.
+func (st *store) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
+	st.stmtMu.RLock()
+	s, ok := st.stmts[q]
+	st.stmtMu.RUnlock()
+	if ok {
+		return s, nil
+	}
+	st.stmtMu.Lock()
+	defer st.stmtMu.Unlock()
+	if s, ok := st.stmts[q]; ok {
+		return s, nil
+	}
+	s, err := st.db.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if st.stmts == nil {
+		st.stmts = map[string]*sql.Stmt{}
+	}
+	st.stmts[q] = s
+	return s, nil
+}
+
+// errRow is a *sql.Row-like value for a statement that failed to prepare.
+type rowScanner interface{ Scan(...any) error }
+
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
+
+// queryRow, exec and query run a cached prepared statement on the pool.
+func (st *store) queryRow(ctx context.Context, q string, args ...any) rowScanner {
+	s, err := st.stmt(ctx, q)
+	if err != nil {
+		return errRow{err}
+	}
+	return s.QueryRowContext(ctx, args...)
+}
+
+func (st *store) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	s, err := st.stmt(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return s.ExecContext(ctx, args...)
+}
+
+func (st *store) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	s, err := st.stmt(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return s.QueryContext(ctx, args...)
+}
+
+// txRow and txExec run a cached prepared statement inside tx.
+func (st *store) txRow(ctx context.Context, tx *sql.Tx, q string, args ...any) rowScanner {
+	s, err := st.stmt(ctx, q)
+	if err != nil {
+		return errRow{err}
+	}
+	return tx.StmtContext(ctx, s).QueryRowContext(ctx, args...)
+}
+
+func (st *store) txExec(ctx context.Context, tx *sql.Tx, q string, args ...any) (sql.Result, error) {
+	s, err := st.stmt(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return tx.StmtContext(ctx, s).ExecContext(ctx, args...)
 }
 
 // migrations are the schema steps; step i brings the database to user_version i+1. Append only:
@@ -201,7 +279,7 @@ func openStore(ctx context.Context, path string) (*store, error) {
 // init checks the journal mode and runs the pending migrations, each in its own transaction.
 func (st *store) init(ctx context.Context) error {
 	var mode string
-	if err := st.db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+	if err := st.queryRow(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
 		return err
 	}
 	if !strings.EqualFold(mode, "wal") {
@@ -243,7 +321,15 @@ func (st *store) migrateOne(ctx context.Context) (done bool, err error) {
 }
 
 // Close closes the database; SQLite checkpoints the WAL when the last connection goes.
-func (st *store) Close() error { return st.db.Close() }
+func (st *store) Close() error {
+	st.stmtMu.Lock()
+	for _, s := range st.stmts {
+		s.Close()
+	}
+	st.stmts = nil
+	st.stmtMu.Unlock()
+	return st.db.Close()
+}
 
 // tx runs fn in one write transaction (BEGIN IMMEDIATE through _txlock), committing when fn
 // returns nil. fn may return a sentinel together with a wish to commit: see commitErr.
@@ -278,10 +364,10 @@ func (c commitErr) Unwrap() error { return c.err }
 func (st *store) secretSetting(ctx context.Context, name string) ([]byte, error) {
 	v := make([]byte, 32)
 	rand.Read(v)
-	if _, err := st.db.ExecContext(ctx, "INSERT OR IGNORE INTO settings(name, value) VALUES(?, ?)", name, v); err != nil {
+	if _, err := st.exec(ctx, "INSERT OR IGNORE INTO settings(name, value) VALUES(?, ?)", name, v); err != nil {
 		return nil, err
 	}
-	err := st.db.QueryRowContext(ctx, "SELECT value FROM settings WHERE name = ?", name).Scan(&v)
+	err := st.queryRow(ctx, "SELECT value FROM settings WHERE name = ?", name).Scan(&v)
 	return v, err
 }
 
@@ -342,7 +428,7 @@ func insertUser(ctx context.Context, db interface {
 func (st *store) createFirstUser(ctx context.Context, u user) error {
 	return st.tx(ctx, func(tx *sql.Tx) error {
 		var n int
-		if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM users").Scan(&n); err != nil {
+		if err := st.txRow(ctx, tx, "SELECT count(*) FROM users").Scan(&n); err != nil {
 			return err
 		}
 		if n > 0 {
@@ -360,26 +446,26 @@ func mapConstraint(err error) error {
 }
 
 func (st *store) userByName(ctx context.Context, name string) (user, error) {
-	return scanUser(st.db.QueryRowContext(ctx, "SELECT "+userCols+" FROM users WHERE username = ?", name))
+	return scanUser(st.queryRow(ctx, "SELECT "+userCols+" FROM users WHERE username = ?", name))
 }
 
 func (st *store) userByID(ctx context.Context, id int64) (user, error) {
-	return scanUser(st.db.QueryRowContext(ctx, "SELECT "+userCols+" FROM users WHERE id = ?", id))
+	return scanUser(st.queryRow(ctx, "SELECT "+userCols+" FROM users WHERE id = ?", id))
 }
 
 // setProfile changes a user's name and email; a changed email is no longer verified.
 func (st *store) setProfile(ctx context.Context, id int64, name, email string, now int64) error {
-	return affected(st.db.ExecContext(ctx, "UPDATE users SET name = ?, email_verified = (email_verified AND email = ?), email = ?, updated_at = ? WHERE id = ?",
+	return affected(st.exec(ctx, "UPDATE users SET name = ?, email_verified = (email_verified AND email = ?), email = ?, updated_at = ? WHERE id = ?",
 		name, email, email, now, id))
 }
 
 func (st *store) countUsers(ctx context.Context) (n int, err error) {
-	err = st.db.QueryRowContext(ctx, "SELECT count(*) FROM users").Scan(&n)
+	err = st.queryRow(ctx, "SELECT count(*) FROM users").Scan(&n)
 	return n, err
 }
 
 func (st *store) listUsers(ctx context.Context) ([]user, error) {
-	rows, err := st.db.QueryContext(ctx, "SELECT "+userCols+" FROM users ORDER BY username")
+	rows, err := st.query(ctx, "SELECT "+userCols+" FROM users ORDER BY username")
 	if err != nil {
 		return nil, err
 	}
@@ -397,16 +483,16 @@ func (st *store) listUsers(ctx context.Context) ([]user, error) {
 
 // deleteUser removes a user with their sessions, consents, grants, codes and tokens.
 func (st *store) deleteUser(ctx context.Context, name string) error {
-	return affected(st.db.ExecContext(ctx, "DELETE FROM users WHERE username = ?", name))
+	return affected(st.exec(ctx, "DELETE FROM users WHERE username = ?", name))
 }
 
 // setPassword replaces a password hash and ends every session of the user.
 func (st *store) setPassword(ctx context.Context, name, hash string) error {
 	return st.tx(ctx, func(tx *sql.Tx) error {
-		if err := affected(tx.ExecContext(ctx, "UPDATE users SET password_hash = ? WHERE username = ?", hash, name)); err != nil {
+		if err := affected(st.txExec(ctx, tx, "UPDATE users SET password_hash = ? WHERE username = ?", hash, name)); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = ?)", name)
+		_, err := st.txExec(ctx, tx, "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = ?)", name)
 		return err
 	})
 }
@@ -499,7 +585,7 @@ const clientWriteCols = "secret_hash, name, description, redirect_uris, scopes, 
 	"owner_id, logo_uri, client_uri, dynamic, grant_types, registration_hash"
 
 func (st *store) createClient(ctx context.Context, c client) error {
-	_, err := st.db.ExecContext(ctx, "INSERT INTO clients(id, created_at, "+clientWriteCols+") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+	_, err := st.exec(ctx, "INSERT INTO clients(id, created_at, "+clientWriteCols+") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 		append([]any{c.ID, c.CreatedAt}, clientArgs(c)...)...)
 	return mapConstraint(err)
 }
@@ -507,15 +593,15 @@ func (st *store) createClient(ctx context.Context, c client) error {
 // updateClient replaces every registration field of an existing client (not its id or age).
 func (st *store) updateClient(ctx context.Context, c client) error {
 	set := strings.ReplaceAll(clientWriteCols, ",", " = ?,") + " = ?"
-	return affected(st.db.ExecContext(ctx, "UPDATE clients SET "+set+" WHERE id = ?", append(clientArgs(c), c.ID)...))
+	return affected(st.exec(ctx, "UPDATE clients SET "+set+" WHERE id = ?", append(clientArgs(c), c.ID)...))
 }
 
 func (st *store) clientByID(ctx context.Context, id string) (client, error) {
-	return scanClient(st.db.QueryRowContext(ctx, "SELECT "+clientCols+" FROM clients WHERE id = ?", id))
+	return scanClient(st.queryRow(ctx, "SELECT "+clientCols+" FROM clients WHERE id = ?", id))
 }
 
 func (st *store) listClients(ctx context.Context) ([]client, error) {
-	rows, err := st.db.QueryContext(ctx, "SELECT "+clientCols+" FROM clients ORDER BY created_at, id")
+	rows, err := st.query(ctx, "SELECT "+clientCols+" FROM clients ORDER BY created_at, id")
 	if err != nil {
 		return nil, err
 	}
@@ -546,12 +632,12 @@ func (st *store) allScopes(ctx context.Context) ([]string, error) {
 
 // deleteClient removes a client with its consents, grants, codes and tokens.
 func (st *store) deleteClient(ctx context.Context, id string) error {
-	return affected(st.db.ExecContext(ctx, "DELETE FROM clients WHERE id = ?", id))
+	return affected(st.exec(ctx, "DELETE FROM clients WHERE id = ?", id))
 }
 
 // setClientSecret replaces a confidential client's secret hash.
 func (st *store) setClientSecret(ctx context.Context, id string, hash []byte) error {
-	return affected(st.db.ExecContext(ctx, "UPDATE clients SET secret_hash = ? WHERE id = ? AND public = 0", hash, id))
+	return affected(st.exec(ctx, "UPDATE clients SET secret_hash = ? WHERE id = ? AND public = 0", hash, id))
 }
 
 // ---- sessions, consents, pending consent requests
@@ -564,14 +650,14 @@ type session struct {
 }
 
 func (st *store) createSession(ctx context.Context, hash []byte, userID, authTime, expires int64) error {
-	_, err := st.db.ExecContext(ctx, "INSERT INTO sessions(hash, user_id, auth_time, expires_at) VALUES(?, ?, ?, ?)",
+	_, err := st.exec(ctx, "INSERT INTO sessions(hash, user_id, auth_time, expires_at) VALUES(?, ?, ?, ?)",
 		hash, userID, authTime, expires)
 	return err
 }
 
 // sessionByHash returns the live session with that cookie hash, with its user.
 func (st *store) sessionByHash(ctx context.Context, hash []byte, now int64) (session, error) {
-	row := st.db.QueryRowContext(ctx, "SELECT s.auth_time, "+userColsU+
+	row := st.queryRow(ctx, "SELECT s.auth_time, "+userColsU+
 		" FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.hash = ? AND s.expires_at > ? AND u.disabled = 0", hash, now)
 	s := session{Hash: hash}
 	err := row.Scan(append([]any{&s.AuthTime}, s.User.dest()...)...)
@@ -582,14 +668,14 @@ func (st *store) sessionByHash(ctx context.Context, hash []byte, now int64) (ses
 }
 
 func (st *store) deleteSession(ctx context.Context, hash []byte) error {
-	_, err := st.db.ExecContext(ctx, "DELETE FROM sessions WHERE hash = ?", hash)
+	_, err := st.exec(ctx, "DELETE FROM sessions WHERE hash = ?", hash)
 	return err
 }
 
 // consentScopes returns every scope the user has approved for the client.
 func (st *store) consentScopes(ctx context.Context, userID int64, clientID string) ([]string, error) {
 	var s string
-	err := st.db.QueryRowContext(ctx, "SELECT scope FROM consents WHERE user_id = ? AND client_id = ?", userID, clientID).Scan(&s)
+	err := st.queryRow(ctx, "SELECT scope FROM consents WHERE user_id = ? AND client_id = ?", userID, clientID).Scan(&s)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, errNotFound
 	}
@@ -599,12 +685,12 @@ func (st *store) consentScopes(ctx context.Context, userID int64, clientID strin
 // addConsent remembers that the user approved scopes for the client (joined to earlier approvals).
 func (st *store) addConsent(ctx context.Context, tx *sql.Tx, userID int64, clientID string, scopes []string, now int64) error {
 	var old string
-	err := tx.QueryRowContext(ctx, "SELECT scope FROM consents WHERE user_id = ? AND client_id = ?", userID, clientID).Scan(&old)
+	err := st.txRow(ctx, tx, "SELECT scope FROM consents WHERE user_id = ? AND client_id = ?", userID, clientID).Scan(&old)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return err
 	}
 	all := strings.Join(normScopes(append(strings.Fields(old), scopes...)), " ")
-	_, err = tx.ExecContext(ctx, "INSERT INTO consents(user_id, client_id, scope, created_at, updated_at) VALUES(?, ?, ?, ?, ?) "+
+	_, err = st.txExec(ctx, tx, "INSERT INTO consents(user_id, client_id, scope, created_at, updated_at) VALUES(?, ?, ?, ?, ?) "+
 		"ON CONFLICT(user_id, client_id) DO UPDATE SET scope = excluded.scope, updated_at = excluded.updated_at",
 		userID, clientID, all, now, now)
 	return err
@@ -612,7 +698,7 @@ func (st *store) addConsent(ctx context.Context, tx *sql.Tx, userID int64, clien
 
 func (st *store) createPending(ctx context.Context, hash, sessionHash []byte, req authRequest, expires int64) error {
 	b, _ := json.Marshal(req)
-	_, err := st.db.ExecContext(ctx, "INSERT INTO pending(hash, session_hash, request, expires_at) VALUES(?, ?, ?, ?)",
+	_, err := st.exec(ctx, "INSERT INTO pending(hash, session_hash, request, expires_at) VALUES(?, ?, ?, ?)",
 		hash, sessionHash, string(b), expires)
 	return err
 }
@@ -622,7 +708,7 @@ func (st *store) createPending(ctx context.Context, hash, sessionHash []byte, re
 func (st *store) takePending(ctx context.Context, hash, sessionHash []byte, now int64) (authRequest, error) {
 	var req authRequest
 	var b string
-	err := st.db.QueryRowContext(ctx, "DELETE FROM pending WHERE hash = ? AND session_hash = ? AND expires_at > ? RETURNING request",
+	err := st.queryRow(ctx, "DELETE FROM pending WHERE hash = ? AND session_hash = ? AND expires_at > ? RETURNING request",
 		hash, sessionHash, now).Scan(&b)
 	if errors.Is(err, sql.ErrNoRows) {
 		return req, errNotFound
@@ -656,7 +742,7 @@ func (st *store) issueCode(ctx context.Context, hash []byte, c authCode, consent
 				return err
 			}
 		}
-		_, err := tx.ExecContext(ctx, "INSERT INTO codes(hash, client_id, user_id, redirect_uri, redirect_given, scope, code_challenge, nonce, auth_time, expires_at) "+
+		_, err := st.txExec(ctx, tx, "INSERT INTO codes(hash, client_id, user_id, redirect_uri, redirect_given, scope, code_challenge, nonce, auth_time, expires_at) "+
 			"VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", hash, c.ClientID, c.UserID, c.RedirectURI, c.RedirectGiven, c.Scope,
 			c.CodeChallenge, c.Nonce, c.AuthTime, c.ExpiresAt)
 		return err
@@ -681,7 +767,7 @@ const (
 	kindRefresh = 2
 )
 
-func insertPair(ctx context.Context, tx *sql.Tx, grantID int64, p tokenPair, now int64) error {
+func (st *store) insertPair(ctx context.Context, tx *sql.Tx, grantID int64, p tokenPair, now int64) error {
 	for _, t := range []struct {
 		kind int
 		tok  newToken
@@ -689,7 +775,7 @@ func insertPair(ctx context.Context, tx *sql.Tx, grantID int64, p tokenPair, now
 		if t.tok.Hash == nil {
 			continue
 		}
-		if _, err := tx.ExecContext(ctx, "INSERT INTO tokens(hash, kind, grant_id, scope, created_at, expires_at) VALUES(?, ?, ?, ?, ?, ?)",
+		if _, err := st.txExec(ctx, tx, "INSERT INTO tokens(hash, kind, grant_id, scope, created_at, expires_at) VALUES(?, ?, ?, ?, ?, ?)",
 			t.tok.Hash, t.kind, grantID, t.tok.Scope, now, t.tok.ExpiresAt); err != nil {
 			return err
 		}
@@ -705,7 +791,7 @@ func (st *store) redeemCode(ctx context.Context, hash []byte, now int64, issue f
 	var c authCode
 	err := st.tx(ctx, func(tx *sql.Tx) error {
 		var used, grantID sql.NullInt64
-		err := tx.QueryRowContext(ctx, "SELECT client_id, user_id, redirect_uri, redirect_given, scope, code_challenge, nonce, auth_time, expires_at, used_at, grant_id "+
+		err := st.txRow(ctx, tx, "SELECT client_id, user_id, redirect_uri, redirect_given, scope, code_challenge, nonce, auth_time, expires_at, used_at, grant_id "+
 			"FROM codes WHERE hash = ?", hash).Scan(&c.ClientID, &c.UserID, &c.RedirectURI, &c.RedirectGiven, &c.Scope,
 			&c.CodeChallenge, &c.Nonce, &c.AuthTime, &c.ExpiresAt, &used, &grantID)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -716,7 +802,7 @@ func (st *store) redeemCode(ctx context.Context, hash []byte, now int64, issue f
 		}
 		if used.Valid {
 			if grantID.Valid {
-				if _, err := tx.ExecContext(ctx, "DELETE FROM grants WHERE id = ?", grantID.Int64); err != nil {
+				if _, err := st.txExec(ctx, tx, "DELETE FROM grants WHERE id = ?", grantID.Int64); err != nil {
 					return err
 				}
 			}
@@ -730,17 +816,17 @@ func (st *store) redeemCode(ctx context.Context, hash []byte, now int64, issue f
 			return err
 		}
 		var gid int64
-		if err := tx.QueryRowContext(ctx, "INSERT INTO grants(client_id, user_id, scope, auth_time, created_at) VALUES(?, ?, ?, ?, ?) RETURNING id",
+		if err := st.txRow(ctx, tx, "INSERT INTO grants(client_id, user_id, scope, auth_time, created_at) VALUES(?, ?, ?, ?, ?) RETURNING id",
 			c.ClientID, c.UserID, c.Scope, c.AuthTime, now).Scan(&gid); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, "UPDATE codes SET used_at = ?, grant_id = ? WHERE hash = ?", now, gid, hash); err != nil {
+		if _, err := st.txExec(ctx, tx, "UPDATE codes SET used_at = ?, grant_id = ? WHERE hash = ?", now, gid, hash); err != nil {
 			return err
 		}
-		if err := touchConsent(ctx, tx, c.UserID, c.ClientID, now); err != nil {
+		if err := st.touchConsent(ctx, tx, c.UserID, c.ClientID, now); err != nil {
 			return err
 		}
-		return insertPair(ctx, tx, gid, pair, now)
+		return st.insertPair(ctx, tx, gid, pair, now)
 	})
 	return c, err
 }
@@ -765,7 +851,7 @@ type tokenInfo struct {
 var tokenQuery = "SELECT t.kind, t.grant_id, g.client_id, t.scope, g.scope, t.created_at, t.expires_at, t.rotated_at, t.successor_hash, t.successor_blob, " +
 	"g.auth_time, " + userColsU + " FROM tokens t JOIN grants g ON g.id = t.grant_id LEFT JOIN users u ON u.id = g.user_id WHERE t.hash = ?"
 
-func scanToken(row *sql.Row) (tokenInfo, error) {
+func scanToken(row rowScanner) (tokenInfo, error) {
 	var t tokenInfo
 	var rotated sql.NullInt64
 	err := row.Scan(append([]any{&t.Kind, &t.GrantID, &t.ClientID, &t.Scope, &t.GrantScope, &t.CreatedAt, &t.ExpiresAt, &rotated,
@@ -779,7 +865,7 @@ func scanToken(row *sql.Row) (tokenInfo, error) {
 
 // tokenByHash looks a token up; expiry and rotation are for the caller to judge.
 func (st *store) tokenByHash(ctx context.Context, hash []byte) (tokenInfo, error) {
-	return scanToken(st.db.QueryRowContext(ctx, tokenQuery, hash))
+	return scanToken(st.queryRow(ctx, tokenQuery, hash))
 }
 
 // refreshResult says how a refresh request was answered: new tokens, or (within the grace)
@@ -796,7 +882,7 @@ type refreshResult struct {
 func (st *store) rotateRefresh(ctx context.Context, hash []byte, clientID string, now, grace int64, issue func(tokenInfo) (tokenPair, []byte, error)) (refreshResult, error) {
 	var res refreshResult
 	err := st.tx(ctx, func(tx *sql.Tx) error {
-		t, err := scanToken(tx.QueryRowContext(ctx, tokenQuery, hash))
+		t, err := scanToken(st.txRow(ctx, tx, tokenQuery, hash))
 		if err != nil {
 			return err
 		}
@@ -813,7 +899,7 @@ func (st *store) rotateRefresh(ctx context.Context, hash []byte, clientID string
 		if t.Rotated {
 			if now-t.RotatedAt <= grace && t.SuccessorBlob != nil {
 				var live int
-				err := tx.QueryRowContext(ctx, "SELECT count(*) FROM tokens WHERE hash = ? AND rotated_at IS NULL AND expires_at > ?",
+				err := st.txRow(ctx, tx, "SELECT count(*) FROM tokens WHERE hash = ? AND rotated_at IS NULL AND expires_at > ?",
 					t.SuccessorHash, now).Scan(&live)
 				if err != nil {
 					return err
@@ -823,7 +909,7 @@ func (st *store) rotateRefresh(ctx context.Context, hash []byte, clientID string
 					return nil
 				}
 			}
-			if _, err := tx.ExecContext(ctx, "DELETE FROM grants WHERE id = ?", t.GrantID); err != nil {
+			if _, err := st.txExec(ctx, tx, "DELETE FROM grants WHERE id = ?", t.GrantID); err != nil {
 				return err
 			}
 			return commitErr{errRefreshReused}
@@ -832,14 +918,14 @@ func (st *store) rotateRefresh(ctx context.Context, hash []byte, clientID string
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, "UPDATE tokens SET rotated_at = ?, successor_hash = ?, successor_blob = ? WHERE hash = ?",
+		if _, err := st.txExec(ctx, tx, "UPDATE tokens SET rotated_at = ?, successor_hash = ?, successor_blob = ? WHERE hash = ?",
 			now, pair.Refresh.Hash, sealed, hash); err != nil {
 			return err
 		}
-		if err := touchConsent(ctx, tx, t.User.ID, t.ClientID, now); err != nil {
+		if err := st.touchConsent(ctx, tx, t.User.ID, t.ClientID, now); err != nil {
 			return err
 		}
-		return insertPair(ctx, tx, t.GrantID, pair, now)
+		return st.insertPair(ctx, tx, t.GrantID, pair, now)
 	})
 	return res, err
 }
@@ -848,7 +934,7 @@ func (st *store) rotateRefresh(ctx context.Context, hash []byte, clientID string
 // token with its whole grant.
 func (st *store) revokeToken(ctx context.Context, hash []byte, clientID string) error {
 	return st.tx(ctx, func(tx *sql.Tx) error {
-		t, err := scanToken(tx.QueryRowContext(ctx, tokenQuery, hash))
+		t, err := scanToken(st.txRow(ctx, tx, tokenQuery, hash))
 		if err != nil {
 			return err
 		}
@@ -856,9 +942,9 @@ func (st *store) revokeToken(ctx context.Context, hash []byte, clientID string) 
 			return errWrongClient
 		}
 		if t.Kind == kindRefresh {
-			_, err = tx.ExecContext(ctx, "DELETE FROM grants WHERE id = ?", t.GrantID)
+			_, err = st.txExec(ctx, tx, "DELETE FROM grants WHERE id = ?", t.GrantID)
 		} else {
-			_, err = tx.ExecContext(ctx, "DELETE FROM tokens WHERE hash = ?", hash)
+			_, err = st.txExec(ctx, tx, "DELETE FROM tokens WHERE hash = ?", hash)
 		}
 		return err
 	})
@@ -884,7 +970,7 @@ func (st *store) purge(ctx context.Context, now time.Time, grace time.Duration) 
 			{"UPDATE tokens SET successor_blob = NULL WHERE successor_blob IS NOT NULL AND rotated_at < ?", []any{n - int64(grace/time.Second)}},
 			{"DELETE FROM grants WHERE NOT EXISTS (SELECT 1 FROM tokens WHERE grant_id = grants.id) AND NOT EXISTS (SELECT 1 FROM codes WHERE grant_id = grants.id)", nil},
 		} {
-			res, err := tx.ExecContext(ctx, q.sql, q.args...)
+			res, err := st.txExec(ctx, tx, q.sql, q.args...)
 			if err != nil {
 				return err
 			}

@@ -11,7 +11,7 @@ import (
 func (st *store) setDisabled(ctx context.Context, name string, disabled bool) error {
 	return st.tx(ctx, func(tx *sql.Tx) error {
 		var id int64
-		err := tx.QueryRowContext(ctx, "UPDATE users SET disabled = ? WHERE username = ? RETURNING id", disabled, name).Scan(&id)
+		err := st.txRow(ctx, tx, "UPDATE users SET disabled = ? WHERE username = ? RETURNING id", disabled, name).Scan(&id)
 		if errors.Is(err, sql.ErrNoRows) {
 			return errNotFound
 		}
@@ -20,7 +20,7 @@ func (st *store) setDisabled(ctx context.Context, name string, disabled bool) er
 		}
 		for _, q := range []string{"DELETE FROM sessions WHERE user_id = ?", "DELETE FROM grants WHERE user_id = ?",
 			"DELETE FROM codes WHERE user_id = ?", "DELETE FROM device_codes WHERE user_id = ?"} {
-			if _, err := tx.ExecContext(ctx, q, id); err != nil {
+			if _, err := st.txExec(ctx, tx, q, id); err != nil {
 				return err
 			}
 		}
@@ -41,7 +41,7 @@ func (st *store) createLink(ctx context.Context, hash []byte, l userLink) error 
 	if l.UserID != 0 {
 		uid = l.UserID
 	}
-	_, err := st.db.ExecContext(ctx, "INSERT INTO user_links(hash, kind, user_id, admin, expires_at) VALUES(?, ?, ?, ?, ?)",
+	_, err := st.exec(ctx, "INSERT INTO user_links(hash, kind, user_id, admin, expires_at) VALUES(?, ?, ?, ?, ?)",
 		hash, l.Kind, uid, l.Admin, l.ExpiresAt)
 	return err
 }
@@ -50,7 +50,7 @@ func (st *store) createLink(ctx context.Context, hash []byte, l userLink) error 
 func (st *store) peekLink(ctx context.Context, hash []byte, kind string, now int64) (userLink, error) {
 	l := userLink{Kind: kind}
 	var uid sql.NullInt64
-	err := st.db.QueryRowContext(ctx, "SELECT user_id, admin, expires_at FROM user_links WHERE hash = ? AND kind = ? AND expires_at > ?",
+	err := st.queryRow(ctx, "SELECT user_id, admin, expires_at FROM user_links WHERE hash = ? AND kind = ? AND expires_at > ?",
 		hash, kind, now).Scan(&uid, &l.Admin, &l.ExpiresAt)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = errNotFound
@@ -60,10 +60,10 @@ func (st *store) peekLink(ctx context.Context, hash []byte, kind string, now int
 }
 
 // takeLink consumes a live link inside tx: a second use finds nothing.
-func takeLink(ctx context.Context, tx *sql.Tx, hash []byte, kind string, now int64) (userLink, error) {
+func (st *store) takeLink(ctx context.Context, tx *sql.Tx, hash []byte, kind string, now int64) (userLink, error) {
 	l := userLink{Kind: kind}
 	var uid sql.NullInt64
-	err := tx.QueryRowContext(ctx, "DELETE FROM user_links WHERE hash = ? AND kind = ? AND expires_at > ? RETURNING user_id, admin, expires_at",
+	err := st.txRow(ctx, tx, "DELETE FROM user_links WHERE hash = ? AND kind = ? AND expires_at > ? RETURNING user_id, admin, expires_at",
 		hash, kind, now).Scan(&uid, &l.Admin, &l.ExpiresAt)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = errNotFound
@@ -75,7 +75,7 @@ func takeLink(ctx context.Context, tx *sql.Tx, hash []byte, kind string, now int
 // acceptInvite creates the invited user and uses up the invitation, atomically.
 func (st *store) acceptInvite(ctx context.Context, hash []byte, u user, now int64) error {
 	return st.tx(ctx, func(tx *sql.Tx) error {
-		l, err := takeLink(ctx, tx, hash, "invite", now)
+		l, err := st.takeLink(ctx, tx, hash, "invite", now)
 		if err != nil {
 			return err
 		}
@@ -88,15 +88,15 @@ func (st *store) acceptInvite(ctx context.Context, hash []byte, u user, now int6
 func (st *store) resetPassword(ctx context.Context, hash []byte, passwordHash string, now int64) (int64, error) {
 	var uid int64
 	err := st.tx(ctx, func(tx *sql.Tx) error {
-		l, err := takeLink(ctx, tx, hash, "reset", now)
+		l, err := st.takeLink(ctx, tx, hash, "reset", now)
 		if err != nil {
 			return err
 		}
 		uid = l.UserID
-		if _, err := tx.ExecContext(ctx, "UPDATE users SET password_hash = ? WHERE id = ?", passwordHash, uid); err != nil {
+		if _, err := st.txExec(ctx, tx, "UPDATE users SET password_hash = ? WHERE id = ?", passwordHash, uid); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, "DELETE FROM sessions WHERE user_id = ?", uid)
+		_, err = st.txExec(ctx, tx, "DELETE FROM sessions WHERE user_id = ?", uid)
 		return err
 	})
 	return uid, err

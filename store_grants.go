@@ -18,17 +18,17 @@ var (
 func (st *store) issueClientToken(ctx context.Context, clientID string, tok newToken, now int64) error {
 	return st.tx(ctx, func(tx *sql.Tx) error {
 		var gid int64
-		if err := tx.QueryRowContext(ctx, "INSERT INTO grants(client_id, user_id, scope, auth_time, created_at) VALUES(?, NULL, ?, 0, ?) RETURNING id",
+		if err := st.txRow(ctx, tx, "INSERT INTO grants(client_id, user_id, scope, auth_time, created_at) VALUES(?, NULL, ?, 0, ?) RETURNING id",
 			clientID, tok.Scope, now).Scan(&gid); err != nil {
 			return err
 		}
-		return insertPair(ctx, tx, gid, tokenPair{Access: tok}, now)
+		return st.insertPair(ctx, tx, gid, tokenPair{Access: tok}, now)
 	})
 }
 
 // touchConsent records that a user's connection to a client was just used.
-func touchConsent(ctx context.Context, tx *sql.Tx, userID int64, clientID string, now int64) error {
-	_, err := tx.ExecContext(ctx, "UPDATE consents SET last_used = ? WHERE user_id = ? AND client_id = ?", now, userID, clientID)
+func (st *store) touchConsent(ctx context.Context, tx *sql.Tx, userID int64, clientID string, now int64) error {
+	_, err := st.txExec(ctx, tx, "UPDATE consents SET last_used = ? WHERE user_id = ? AND client_id = ?", now, userID, clientID)
 	return err
 }
 
@@ -52,7 +52,7 @@ const (
 
 // createDeviceCode stores a device authorization; errExists when the user code collides.
 func (st *store) createDeviceCode(ctx context.Context, hash, userHash []byte, d deviceCode) error {
-	_, err := st.db.ExecContext(ctx, "INSERT INTO device_codes(hash, user_code_hash, client_id, scope, poll_interval, expires_at) VALUES(?, ?, ?, ?, ?, ?)",
+	_, err := st.exec(ctx, "INSERT INTO device_codes(hash, user_code_hash, client_id, scope, poll_interval, expires_at) VALUES(?, ?, ?, ?, ?, ?)",
 		hash, userHash, d.ClientID, d.Scope, d.Interval, d.ExpiresAt)
 	return mapConstraint(err)
 }
@@ -61,7 +61,7 @@ func (st *store) createDeviceCode(ctx context.Context, hash, userHash []byte, d 
 func (st *store) pendingDevice(ctx context.Context, userHash []byte, now int64) ([]byte, deviceCode, error) {
 	var hash []byte
 	var d deviceCode
-	err := st.db.QueryRowContext(ctx, "SELECT hash, client_id, scope FROM device_codes WHERE user_code_hash = ? AND status = 0 AND expires_at > ?",
+	err := st.queryRow(ctx, "SELECT hash, client_id, scope FROM device_codes WHERE user_code_hash = ? AND status = 0 AND expires_at > ?",
 		userHash, now).Scan(&hash, &d.ClientID, &d.Scope)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = errNotFound
@@ -77,7 +77,7 @@ func (st *store) decideDevice(ctx context.Context, hash []byte, userID, authTime
 		if approve {
 			status = deviceApproved
 		}
-		err := tx.QueryRowContext(ctx, "UPDATE device_codes SET status = ?, user_id = ?, auth_time = ? WHERE hash = ? AND status = 0 AND expires_at > ? RETURNING client_id",
+		err := st.txRow(ctx, tx, "UPDATE device_codes SET status = ?, user_id = ?, auth_time = ? WHERE hash = ? AND status = 0 AND expires_at > ? RETURNING client_id",
 			status, userID, authTime, hash, now).Scan(&clientID)
 		if errors.Is(err, sql.ErrNoRows) {
 			return errNotFound
@@ -96,7 +96,7 @@ func (st *store) pollDevice(ctx context.Context, hash []byte, clientID string, n
 	var d deviceCode
 	err := st.tx(ctx, func(tx *sql.Tx) error {
 		var uid sql.NullInt64
-		err := tx.QueryRowContext(ctx, "SELECT client_id, scope, status, user_id, auth_time, poll_interval, last_poll, expires_at FROM device_codes WHERE hash = ?",
+		err := st.txRow(ctx, tx, "SELECT client_id, scope, status, user_id, auth_time, poll_interval, last_poll, expires_at FROM device_codes WHERE hash = ?",
 			hash).Scan(&d.ClientID, &d.Scope, &d.Status, &uid, &d.AuthTime, &d.Interval, &d.LastPoll, &d.ExpiresAt)
 		if errors.Is(err, sql.ErrNoRows) {
 			return errNotFound
@@ -109,13 +109,13 @@ func (st *store) pollDevice(ctx context.Context, hash []byte, clientID string, n
 			return errWrongClient
 		}
 		if d.ExpiresAt <= now {
-			if _, err := tx.ExecContext(ctx, "DELETE FROM device_codes WHERE hash = ?", hash); err != nil {
+			if _, err := st.txExec(ctx, tx, "DELETE FROM device_codes WHERE hash = ?", hash); err != nil {
 				return err
 			}
 			return commitErr{errExpired}
 		}
 		if now-d.LastPoll < d.Interval {
-			_, err := tx.ExecContext(ctx, "UPDATE device_codes SET poll_interval = poll_interval + 5, last_poll = ? WHERE hash = ?", now, hash)
+			_, err := st.txExec(ctx, tx, "UPDATE device_codes SET poll_interval = poll_interval + 5, last_poll = ? WHERE hash = ?", now, hash)
 			if err != nil {
 				return err
 			}
@@ -123,12 +123,12 @@ func (st *store) pollDevice(ctx context.Context, hash []byte, clientID string, n
 		}
 		switch d.Status {
 		case devicePending:
-			if _, err := tx.ExecContext(ctx, "UPDATE device_codes SET last_poll = ? WHERE hash = ?", now, hash); err != nil {
+			if _, err := st.txExec(ctx, tx, "UPDATE device_codes SET last_poll = ? WHERE hash = ?", now, hash); err != nil {
 				return err
 			}
 			return commitErr{errPending}
 		case deviceDenied:
-			if _, err := tx.ExecContext(ctx, "DELETE FROM device_codes WHERE hash = ?", hash); err != nil {
+			if _, err := st.txExec(ctx, tx, "DELETE FROM device_codes WHERE hash = ?", hash); err != nil {
 				return err
 			}
 			return commitErr{errDenied}
@@ -138,17 +138,17 @@ func (st *store) pollDevice(ctx context.Context, hash []byte, clientID string, n
 			return err
 		}
 		var gid int64
-		if err := tx.QueryRowContext(ctx, "INSERT INTO grants(client_id, user_id, scope, auth_time, created_at) VALUES(?, ?, ?, ?, ?) RETURNING id",
+		if err := st.txRow(ctx, tx, "INSERT INTO grants(client_id, user_id, scope, auth_time, created_at) VALUES(?, ?, ?, ?, ?) RETURNING id",
 			d.ClientID, d.UserID, d.Scope, d.AuthTime, now).Scan(&gid); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, "DELETE FROM device_codes WHERE hash = ?", hash); err != nil {
+		if _, err := st.txExec(ctx, tx, "DELETE FROM device_codes WHERE hash = ?", hash); err != nil {
 			return err
 		}
-		if err := touchConsent(ctx, tx, d.UserID, d.ClientID, now); err != nil {
+		if err := st.touchConsent(ctx, tx, d.UserID, d.ClientID, now); err != nil {
 			return err
 		}
-		return insertPair(ctx, tx, gid, pair, now)
+		return st.insertPair(ctx, tx, gid, pair, now)
 	})
 	return d, err
 }
@@ -165,7 +165,7 @@ type connection struct {
 
 // connections lists the apps a user has approved, most recently used first.
 func (st *store) connections(ctx context.Context, userID int64) ([]connection, error) {
-	rows, err := st.db.QueryContext(ctx, "SELECT client_id, scope, created_at, max(last_used, updated_at) FROM consents WHERE user_id = ? ORDER BY 4 DESC", userID)
+	rows, err := st.query(ctx, "SELECT client_id, scope, created_at, max(last_used, updated_at) FROM consents WHERE user_id = ? ORDER BY 4 DESC", userID)
 	if err != nil {
 		return nil, err
 	}
@@ -201,12 +201,12 @@ func (st *store) connections(ctx context.Context, userID int64) ([]connection, e
 // tokens) and pending code of that pair at once.
 func (st *store) revokeConnection(ctx context.Context, userID int64, clientID string) error {
 	return st.tx(ctx, func(tx *sql.Tx) error {
-		if err := affected(tx.ExecContext(ctx, "DELETE FROM consents WHERE user_id = ? AND client_id = ?", userID, clientID)); err != nil {
+		if err := affected(st.txExec(ctx, tx, "DELETE FROM consents WHERE user_id = ? AND client_id = ?", userID, clientID)); err != nil {
 			return err
 		}
 		for _, q := range []string{"DELETE FROM grants WHERE user_id = ? AND client_id = ?", "DELETE FROM codes WHERE user_id = ? AND client_id = ?",
 			"DELETE FROM device_codes WHERE user_id = ? AND client_id = ?"} {
-			if _, err := tx.ExecContext(ctx, q, userID, clientID); err != nil {
+			if _, err := st.txExec(ctx, tx, q, userID, clientID); err != nil {
 				return err
 			}
 		}

@@ -1,0 +1,337 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Benchmarks run over real loopback HTTP against an httptest.Server with the real handler on
+// a real SQLite file. Each reports req/s and, once BenchmarkBaseline has run in the same
+// invocation, the fraction of the baseline ("x_baseline"):
+//
+//	go test -run '^$' -bench . -benchtime 3s
+
+// baselineRPS is the req/s of BenchmarkBaseline in this run.
+var baselineRPS struct {
+	sync.Mutex
+	v float64
+}
+
+// benchClient is an HTTP client that keeps enough idle connections for RunParallel.
+var benchClient = &http.Client{Transport: &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 256},
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+// benchServer is a test server whose handler also answers the baseline: a trivial 100-byte
+// JSON through the same middleware.
+func benchServer(b *testing.B, edit ...func(*config)) *testServer {
+	b.Helper()
+	ts := newTestServer(b, edit...)
+	ts.s.now = time.Now // tokens must not expire during a long run
+	body := []byte(`{"ok":true,"padding":"` + strings.Repeat("x", 100-len(`{"ok":true,"padding":""}`)) + `"}`)
+	mux := http.NewServeMux()
+	mux.Handle("/", ts.s.routes())
+	mux.Handle("GET /bench/baseline", ts.s.headers(http.MaxBytesHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(body)
+	}), maxBody)))
+	ts.srv.Config.Handler = mux
+	return ts
+}
+
+// report records req/s and the fraction of the baseline.
+func report(b *testing.B) {
+	rps := float64(b.N) / b.Elapsed().Seconds()
+	b.ReportMetric(rps, "req/s")
+	baselineRPS.Lock()
+	base := baselineRPS.v
+	baselineRPS.Unlock()
+	if base > 0 {
+		b.ReportMetric(rps/base, "x_baseline")
+	}
+	b.ReportMetric(rssMB("VmHWM"), "peak_rss_MB")
+}
+
+// rssMB reads a memory figure (VmRSS, VmHWM) of this process from /proc/self/status.
+func rssMB(field string) float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, field+":") {
+			kb, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// mustDo sends a request and drains the answer, failing the benchmark on an unexpected status.
+func mustDo(b *testing.B, req *http.Request, want int) []byte {
+	resp, err := benchClient.Do(req)
+	if err != nil {
+		b.Error(err)
+		return nil
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != want {
+		b.Errorf("%s %s = %d %s", req.Method, req.URL.Path, resp.StatusCode, body)
+	}
+	return body
+}
+
+func formReq(url, id, secret string, form url.Values) *http.Request {
+	req, _ := http.NewRequest("POST", url, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if id != "" {
+		req.SetBasicAuth(id, secret)
+	}
+	return req
+}
+
+func BenchmarkBaseline(b *testing.B) {
+	ts := benchServer(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req, _ := http.NewRequest("GET", ts.url+"/bench/baseline", nil)
+			mustDo(b, req, 200)
+		}
+	})
+	rps := float64(b.N) / b.Elapsed().Seconds()
+	baselineRPS.Lock()
+	baselineRPS.v = rps
+	baselineRPS.Unlock()
+	report(b)
+}
+
+// benchTokens gives a live access token of c (through a real code flow).
+func benchTokens(b *testing.B, ts *testServer, c testClient) tokenCall {
+	name := "bench" + strings.ToLower(newSecret()[:8])
+	ts.addUser(name, "bench password")
+	br := ts.browser(name, "bench password")
+	code, ver := br.getCode(c)
+	return ts.exchange(c, code, ver)
+}
+
+func BenchmarkIntrospect(b *testing.B) {
+	ts := benchServer(b)
+	c := ts.addClient(false, "read", "https://app.example/cb")
+	tok := str(benchTokens(b, ts, c).JSON["access_token"])
+	benchIntrospect(b, ts, c, tok)
+}
+
+func benchIntrospect(b *testing.B, ts *testServer, c testClient, tok string) {
+	form := url.Values{"token": {tok}, "token_type_hint": {"access_token"}}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			body := mustDo(b, formReq(ts.url+"/oauth/introspect", c.ID, c.Secret, form), 200)
+			if !strings.Contains(string(body), `"active":true`) {
+				b.Errorf("introspection: %s", body)
+			}
+		}
+	})
+	report(b)
+}
+
+func BenchmarkClientCredentials(b *testing.B) {
+	ts := benchServer(b)
+	sp, _ := clientSpec{Name: "bench", Scope: "read", GrantTypes: []string{grantClientCredentials}}.build()
+	c := testClient{client: sp}
+	c.Secret = c.issueSecret()
+	if err := ts.s.store.createClient(context.Background(), c.client); err != nil {
+		b.Fatal(err)
+	}
+	form := url.Values{"grant_type": {grantClientCredentials}}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			mustDo(b, formReq(ts.url+"/oauth/token", c.ID, c.Secret, form), 200)
+		}
+	})
+	report(b)
+}
+
+func BenchmarkRefresh(b *testing.B) {
+	ts := benchServer(b)
+	c := ts.addClient(false, "read", "https://app.example/cb")
+	// One refresh chain per goroutine: each rotation hands the next refresh token on.
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		b.StopTimer()
+		rt := str(benchTokens(b, ts, c).JSON["refresh_token"])
+		b.StartTimer()
+		for pb.Next() {
+			body := mustDo(b, formReq(ts.url+"/oauth/token", c.ID, c.Secret, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}), 200)
+			next := between(string(body), `"refresh_token":"`, `"`)
+			if next == "" {
+				b.Errorf("refresh: %s", body)
+				return
+			}
+			rt = next
+		}
+	})
+	report(b)
+}
+
+// between returns the text between two markers.
+func between(s, from, to string) string {
+	_, rest, ok := strings.Cut(s, from)
+	if !ok {
+		return ""
+	}
+	v, _, _ := strings.Cut(rest, to)
+	return v
+}
+
+func BenchmarkCodeFlow(b *testing.B) {
+	ts := benchServer(b)
+	c := ts.addClient(false, "read", "https://app.example/cb")
+	ts.addUser("alice", "correct horse battery")
+	warm := ts.browser("alice", "correct horse battery")
+	warm.getCode(c) // login and remembered consent
+	var cookie *http.Cookie
+	u, _ := url.Parse(ts.url)
+	for _, ck := range warm.c.Jar.Cookies(u) {
+		if ck.Name == "oauthd_session" {
+			cookie = ck
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			var verifier string
+			q := codeRequest(c, &verifier)
+			req, _ := http.NewRequest("GET", ts.url+"/oauth/authorize?"+q.Encode(), nil)
+			req.AddCookie(cookie)
+			resp, err := benchClient.Do(req)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			loc, _ := url.Parse(resp.Header.Get("Location"))
+			code := loc.Query().Get("code")
+			if code == "" {
+				b.Errorf("authorize: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+				return
+			}
+			mustDo(b, formReq(ts.url+"/oauth/token", c.ID, c.Secret, url.Values{"grant_type": {"authorization_code"}, "code": {code},
+				"redirect_uri": {c.RedirectURIs[0]}, "code_verifier": {verifier}}), 200)
+		}
+	})
+	report(b)
+}
+
+// largeDB is a database with 1,000,000 live access tokens, built once per `go test` run.
+var largeDB struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// largeFixture builds the million-token database in one transaction, in a directory that
+// TestMain removes at the end of the run.
+func largeFixture(b *testing.B) string {
+	largeDB.once.Do(func() {
+		dir, err := os.MkdirTemp("", "oauthd-bench-")
+		if err != nil {
+			largeDB.err = err
+			return
+		}
+		benchDirs = append(benchDirs, dir)
+		largeDB.path = filepath.Join(dir, "large.db")
+		st, err := openStore(context.Background(), largeDB.path)
+		if err != nil {
+			largeDB.err = err
+			return
+		}
+		defer st.Close()
+		start := time.Now()
+		largeDB.err = st.tx(context.Background(), func(tx *sql.Tx) error {
+			if _, err := tx.Exec(`INSERT INTO users(sub, username, password_hash, created_at) VALUES('bulk-sub', 'bulk', 'x', 0)`); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(`INSERT INTO clients(id, name, redirect_uris, public, created_at) VALUES('bulk-client', 'Bulk', '["https://b.example/cb"]', 0, 0)`); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(`INSERT INTO grants(id, client_id, user_id, scope, auth_time, created_at) VALUES(1, 'bulk-client', 1, 'read', 0, 0)`); err != nil {
+				return err
+			}
+			ins, err := tx.Prepare("INSERT INTO tokens(hash, kind, grant_id, scope, created_at, expires_at) VALUES(?, 1, 1, 'read', 0, ?)")
+			if err != nil {
+				return err
+			}
+			defer ins.Close()
+			far := time.Now().Add(240 * time.Hour).Unix()
+			for i := range 1_000_000 {
+				if _, err := ins.Exec(hashSecret(fmt.Sprint("bulk-token-", i)), far); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		fmt.Fprintf(os.Stderr, "built the 1,000,000-token fixture in %v\n", time.Since(start).Round(time.Millisecond))
+	})
+	if largeDB.err != nil {
+		b.Fatal(largeDB.err)
+	}
+	return largeDB.path
+}
+
+// benchDirs are removed by TestMain after the run.
+var benchDirs []string
+
+func TestMain(m *testing.M) {
+	if os.Getenv("OAUTHD_TEST_AS_MAIN") == "1" { // the test binary playing the oauthd command (another process)
+		os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv))
+	}
+	code := m.Run()
+	for _, d := range benchDirs {
+		os.RemoveAll(d)
+	}
+	os.Exit(code)
+}
+
+func BenchmarkIntrospectLargeDB(b *testing.B) {
+	src := largeFixture(b)
+	ts := benchServer(b, func(c *config) {
+		// Each run gets its own copy so that nothing it writes touches the fixture.
+		dst := filepath.Join(b.TempDir(), "large.db")
+		data, err := os.ReadFile(src)
+		if err == nil {
+			err = os.WriteFile(dst, data, 0o600)
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.DB = dst
+	})
+	c := ts.addClient(false, "read", "https://app.example/cb")
+	tok := str(benchTokens(b, ts, c).JSON["access_token"])
+	var n int
+	ts.s.store.db.QueryRow("SELECT count(*) FROM tokens").Scan(&n)
+	if n < 1_000_000 {
+		b.Fatalf("the large database has %d tokens", n)
+	}
+	benchIntrospect(b, ts, c, tok)
+}
