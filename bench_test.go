@@ -22,6 +22,9 @@ import (
 //
 //	go test -run '^$' -bench . -benchtime 3s
 
+// benchParallelism × GOMAXPROCS concurrent clients drive every benchmark (16 on 2 cores).
+const benchParallelism = 8
+
 // baselineRPS is the req/s of BenchmarkBaseline in this run.
 var baselineRPS struct {
 	sync.Mutex
@@ -104,6 +107,7 @@ func formReq(url, id, secret string, form url.Values) *http.Request {
 func BenchmarkBaseline(b *testing.B) {
 	ts := benchServer(b)
 	b.ReportAllocs()
+	b.SetParallelism(benchParallelism)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -137,6 +141,7 @@ func BenchmarkIntrospect(b *testing.B) {
 func benchIntrospect(b *testing.B, ts *testServer, c testClient, tok string) {
 	form := url.Values{"token": {tok}, "token_type_hint": {"access_token"}}
 	b.ReportAllocs()
+	b.SetParallelism(benchParallelism)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -159,6 +164,7 @@ func BenchmarkClientCredentials(b *testing.B) {
 	}
 	form := url.Values{"grant_type": {grantClientCredentials}}
 	b.ReportAllocs()
+	b.SetParallelism(benchParallelism)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -173,6 +179,7 @@ func BenchmarkRefresh(b *testing.B) {
 	c := ts.addClient(false, "read", "https://app.example/cb")
 	// One refresh chain per goroutine: each rotation hands the next refresh token on.
 	b.ReportAllocs()
+	b.SetParallelism(benchParallelism)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		b.StopTimer()
@@ -215,6 +222,7 @@ func BenchmarkCodeFlow(b *testing.B) {
 		}
 	}
 	b.ReportAllocs()
+	b.SetParallelism(benchParallelism)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {

@@ -199,7 +199,7 @@ func (s *server) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 		bearerError(w, http.StatusUnauthorized, "", "")
 		return
 	}
-	t, err := s.store.tokenByHash(r.Context(), hashSecret(tok))
+	t, err := s.store.cachedToken(r.Context(), hashSecret(tok))
 	if err != nil && !errors.Is(err, errNotFound) {
 		s.writeError(w, r, err)
 		return

@@ -26,34 +26,49 @@ var (
 
 // store is the SQLite database: every table oauthd keeps, behind small typed methods.
 type store struct {
-	db *sql.DB
+	db    *sql.DB // the read pool (and small one-statement writes)
+	wdb   *sql.DB // the one write connection behind w
+	w     *writer // group commit for every st.tx
+	cache *cache
 
 	stmtMu sync.RWMutex
-	stmts  map[string]*sql.Stmt // prepared once, reused on every connection
+	stmts  map[stmtKey]*sql.Stmt // prepared once per pool, reused on every connection
 }
 
-// stmt returns the prepared statement for q, preparing it on first use: SQLite spends more
-// time parsing a query than running the point lookups oauthd makes.
+// stmtKey names a prepared statement: which pool, which SQL.
+type stmtKey struct {
+	db *sql.DB
+	q  string
+}
+
+// stmt returns the prepared statement for q on the read pool.
 func (st *store) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
+	return st.stmtOn(ctx, st.db, q)
+}
+
+// stmtOn returns the prepared statement for q on db, preparing it on first use: SQLite spends
+// more time parsing a query than running the point lookups oauthd makes.
+func (st *store) stmtOn(ctx context.Context, db *sql.DB, q string) (*sql.Stmt, error) {
+	k := stmtKey{db, q}
 	st.stmtMu.RLock()
-	s, ok := st.stmts[q]
+	s, ok := st.stmts[k]
 	st.stmtMu.RUnlock()
 	if ok {
 		return s, nil
 	}
 	st.stmtMu.Lock()
 	defer st.stmtMu.Unlock()
-	if s, ok := st.stmts[q]; ok {
+	if s, ok := st.stmts[k]; ok {
 		return s, nil
 	}
-	s, err := st.db.PrepareContext(ctx, q)
+	s, err := db.PrepareContext(ctx, q)
 	if err != nil {
 		return nil, err
 	}
 	if st.stmts == nil {
-		st.stmts = map[string]*sql.Stmt{}
+		st.stmts = map[stmtKey]*sql.Stmt{}
 	}
-	st.stmts[q] = s
+	st.stmts[k] = s
 	return s, nil
 }
 
@@ -90,8 +105,9 @@ func (st *store) query(ctx context.Context, q string, args ...any) (*sql.Rows, e
 }
 
 // txRow and txExec run a cached prepared statement inside tx.
+// Transactions run on the write connection (st.tx), so their statements are prepared there.
 func (st *store) txRow(ctx context.Context, tx *sql.Tx, q string, args ...any) rowScanner {
-	s, err := st.stmt(ctx, q)
+	s, err := st.stmtOn(ctx, st.wdb, q)
 	if err != nil {
 		return errRow{err}
 	}
@@ -99,7 +115,7 @@ func (st *store) txRow(ctx context.Context, tx *sql.Tx, q string, args ...any) r
 }
 
 func (st *store) txExec(ctx context.Context, tx *sql.Tx, q string, args ...any) (sql.Result, error) {
-	s, err := st.stmt(ctx, q)
+	s, err := st.stmtOn(ctx, st.wdb, q)
 	if err != nil {
 		return nil, err
 	}
@@ -246,6 +262,24 @@ CREATE TABLE device_codes (
 	expires_at     INTEGER NOT NULL
 );
 `,
+	// 4: a change counter for caches: every change to users, clients or keys, by any process,
+	// moves it (cache.go).
+	`
+CREATE TABLE generation (
+	id INTEGER PRIMARY KEY CHECK (id = 1),
+	n  INTEGER NOT NULL
+);
+INSERT INTO generation(id, n) VALUES(1, 0);
+CREATE TRIGGER users_ins AFTER INSERT ON users BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER users_upd AFTER UPDATE ON users BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER users_del AFTER DELETE ON users BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER clients_ins AFTER INSERT ON clients BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER clients_upd AFTER UPDATE ON clients BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER clients_del AFTER DELETE ON clients BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER keys_ins AFTER INSERT ON keys BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER keys_upd AFTER UPDATE ON keys BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER keys_del AFTER DELETE ON keys BEGIN UPDATE generation SET n = n + 1; END;
+`,
 }
 
 // dsn builds the modernc DSN with every pragma in it, so that each pooled connection gets them.
@@ -268,11 +302,24 @@ func openStore(ctx context.Context, path string) (*store, error) {
 	}
 	db.SetMaxOpenConns(8)
 	db.SetMaxIdleConns(8)
-	st := &store{db: db}
+	st := &store{db: db, wdb: db, cache: newCache()}
 	if err := st.init(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("database %s: %w", path, err)
 	}
+	// One write connection: every transaction goes through it, batched (group commit).
+	wdb, err := sql.Open("sqlite", dsn(path))
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	// Only the writer goroutine begins transactions here, one at a time; the second connection
+	// lets a statement be prepared (database/sql prepares on a free connection) while the
+	// writer's transaction holds the first.
+	wdb.SetMaxOpenConns(2)
+	wdb.SetMaxIdleConns(2)
+	wdb.SetConnMaxLifetime(0)
+	st.wdb, st.w = wdb, newWriter(wdb)
 	return st, nil
 }
 
@@ -322,18 +369,35 @@ func (st *store) migrateOne(ctx context.Context) (done bool, err error) {
 
 // Close closes the database; SQLite checkpoints the WAL when the last connection goes.
 func (st *store) Close() error {
+	if st.w != nil {
+		st.w.close()
+		st.w = nil
+	}
 	st.stmtMu.Lock()
 	for _, s := range st.stmts {
 		s.Close()
 	}
 	st.stmts = nil
 	st.stmtMu.Unlock()
+	if st.wdb != st.db {
+		st.wdb.Close()
+	}
 	return st.db.Close()
 }
 
 // tx runs fn in one write transaction (BEGIN IMMEDIATE through _txlock), committing when fn
 // returns nil. fn may return a sentinel together with a wish to commit: see commitErr.
+//
+// With the writer running, fn joins the next group commit instead.
 func (st *store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	if st.w != nil {
+		err := st.w.do(ctx, fn)
+		var ce commitErr
+		if errors.As(err, &ce) {
+			return ce.err
+		}
+		return err
+	}
 	tx, err := st.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -483,6 +547,7 @@ func (st *store) listUsers(ctx context.Context) ([]user, error) {
 
 // deleteUser removes a user with their sessions, consents, grants, codes and tokens.
 func (st *store) deleteUser(ctx context.Context, name string) error {
+	defer st.cache.flush()
 	return affected(st.exec(ctx, "DELETE FROM users WHERE username = ?", name))
 }
 
@@ -592,6 +657,7 @@ func (st *store) createClient(ctx context.Context, c client) error {
 
 // updateClient replaces every registration field of an existing client (not its id or age).
 func (st *store) updateClient(ctx context.Context, c client) error {
+	defer st.cache.dropClient(c.ID)
 	set := strings.ReplaceAll(clientWriteCols, ",", " = ?,") + " = ?"
 	return affected(st.exec(ctx, "UPDATE clients SET "+set+" WHERE id = ?", append(clientArgs(c), c.ID)...))
 }
@@ -632,11 +698,13 @@ func (st *store) allScopes(ctx context.Context) ([]string, error) {
 
 // deleteClient removes a client with its consents, grants, codes and tokens.
 func (st *store) deleteClient(ctx context.Context, id string) error {
+	defer st.cache.flush()
 	return affected(st.exec(ctx, "DELETE FROM clients WHERE id = ?", id))
 }
 
 // setClientSecret replaces a confidential client's secret hash.
 func (st *store) setClientSecret(ctx context.Context, id string, hash []byte) error {
+	defer st.cache.dropClient(id)
 	return affected(st.exec(ctx, "UPDATE clients SET secret_hash = ? WHERE id = ? AND public = 0", hash, id))
 }
 
@@ -789,7 +857,14 @@ func (st *store) insertPair(ctx context.Context, tx *sql.Tx, grantID int64, p to
 // (errCodeReused, committed).
 func (st *store) redeemCode(ctx context.Context, hash []byte, now int64, issue func(authCode) (tokenPair, error)) (authCode, error) {
 	var c authCode
+	var revoked int64
+	defer func() {
+		if revoked != 0 {
+			st.cache.dropGrant(revoked)
+		}
+	}()
 	err := st.tx(ctx, func(tx *sql.Tx) error {
+		revoked = 0
 		var used, grantID sql.NullInt64
 		err := st.txRow(ctx, tx, "SELECT client_id, user_id, redirect_uri, redirect_given, scope, code_challenge, nonce, auth_time, expires_at, used_at, grant_id "+
 			"FROM codes WHERE hash = ?", hash).Scan(&c.ClientID, &c.UserID, &c.RedirectURI, &c.RedirectGiven, &c.Scope,
@@ -805,6 +880,7 @@ func (st *store) redeemCode(ctx context.Context, hash []byte, now int64, issue f
 				if _, err := st.txExec(ctx, tx, "DELETE FROM grants WHERE id = ?", grantID.Int64); err != nil {
 					return err
 				}
+				revoked = grantID.Int64
 			}
 			return commitErr{errCodeReused}
 		}
@@ -881,7 +957,10 @@ type refreshResult struct {
 // returns that successor, later it revokes the whole grant (errRefreshReused, committed).
 func (st *store) rotateRefresh(ctx context.Context, hash []byte, clientID string, now, grace int64, issue func(tokenInfo) (tokenPair, []byte, error)) (refreshResult, error) {
 	var res refreshResult
+	var revoked int64
+	rotated := false
 	err := st.tx(ctx, func(tx *sql.Tx) error {
+		revoked, rotated = 0, false
 		t, err := scanToken(st.txRow(ctx, tx, tokenQuery, hash))
 		if err != nil {
 			return err
@@ -912,6 +991,7 @@ func (st *store) rotateRefresh(ctx context.Context, hash []byte, clientID string
 			if _, err := st.txExec(ctx, tx, "DELETE FROM grants WHERE id = ?", t.GrantID); err != nil {
 				return err
 			}
+			revoked = t.GrantID
 			return commitErr{errRefreshReused}
 		}
 		pair, sealed, err := issue(t)
@@ -925,17 +1005,25 @@ func (st *store) rotateRefresh(ctx context.Context, hash []byte, clientID string
 		if err := st.touchConsent(ctx, tx, t.User.ID, t.ClientID, now); err != nil {
 			return err
 		}
+		rotated = true
 		return st.insertPair(ctx, tx, t.GrantID, pair, now)
 	})
+	if revoked != 0 {
+		st.cache.dropGrant(revoked)
+	}
+	if rotated && err == nil {
+		st.cache.dropToken(hash) // the old refresh token is no longer active
+	}
 	return res, err
 }
 
 // revokeToken revokes a token issued to clientID (RFC 7009): an access token alone, a refresh
 // token with its whole grant.
 func (st *store) revokeToken(ctx context.Context, hash []byte, clientID string) error {
-	return st.tx(ctx, func(tx *sql.Tx) error {
-		t, err := scanToken(st.txRow(ctx, tx, tokenQuery, hash))
-		if err != nil {
+	var t tokenInfo
+	err := st.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		if t, err = scanToken(st.txRow(ctx, tx, tokenQuery, hash)); err != nil {
 			return err
 		}
 		if t.ClientID != clientID {
@@ -948,6 +1036,14 @@ func (st *store) revokeToken(ctx context.Context, hash []byte, clientID string) 
 		}
 		return err
 	})
+	if err == nil { // synchronously, before the revocation is acknowledged
+		if t.Kind == kindRefresh {
+			st.cache.dropGrant(t.GrantID)
+		} else {
+			st.cache.dropToken(hash)
+		}
+	}
+	return err
 }
 
 // purge deletes what has expired: codes, tokens, sessions, pending consents, sealed

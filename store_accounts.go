@@ -9,6 +9,7 @@ import (
 // setDisabled disables or enables a user; disabling ends their sessions and revokes every
 // grant, token and code they have.
 func (st *store) setDisabled(ctx context.Context, name string, disabled bool) error {
+	defer st.cache.flush()
 	return st.tx(ctx, func(tx *sql.Tx) error {
 		var id int64
 		err := st.txRow(ctx, tx, "UPDATE users SET disabled = ? WHERE username = ? RETURNING id", disabled, name).Scan(&id)

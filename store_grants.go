@@ -200,6 +200,7 @@ func (st *store) connections(ctx context.Context, userID int64) ([]connection, e
 // revokeConnection forgets a user's consent to a client and revokes every grant (with all its
 // tokens) and pending code of that pair at once.
 func (st *store) revokeConnection(ctx context.Context, userID int64, clientID string) error {
+	defer st.cache.flush()
 	return st.tx(ctx, func(tx *sql.Tx) error {
 		if err := affected(st.txExec(ctx, tx, "DELETE FROM consents WHERE user_id = ? AND client_id = ?", userID, clientID)); err != nil {
 			return err

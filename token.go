@@ -75,7 +75,7 @@ func (s *server) authenticateClient(ctx context.Context, r *http.Request, form u
 	if id == "" {
 		return client{}, oerr(errInvalidClient, "client authentication is required")
 	}
-	c, err := s.store.clientByID(ctx, id)
+	c, err := s.store.cachedClient(ctx, id)
 	if err != nil && !errors.Is(err, errNotFound) {
 		return client{}, &oauthError{Code: errServerError, Description: "the server could not check the client", Status: 500, cause: err}
 	}
@@ -379,7 +379,7 @@ func (s *server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	t, err := s.store.tokenByHash(r.Context(), hashSecret(tok))
+	t, err := s.store.cachedToken(r.Context(), hashSecret(tok))
 	if err != nil && !errors.Is(err, errNotFound) {
 		s.writeError(w, r, err)
 		return

@@ -1,0 +1,293 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// cache keeps clients and recently seen access tokens in memory. Correctness rules:
+//   - Every change this process makes (revocation, rotation, grant deletion) invalidates
+//     synchronously, after its transaction committed and before the response is written.
+//   - Changes made by another process (the CLI on the same file) bump a generation counter
+//     that triggers maintain in the database; every cached lookup first reads that counter
+//     (one prepared single-row read) and drops everything when it moved.
+//   - A reader that loaded a row before an invalidation may not store it afterwards: each
+//     invalidation advances epoch, and put only stores when the epoch it started with holds.
+//   - Expiry and rotation are still checked on every use, so a cached token never outlives
+//     its exp.
+type cache struct {
+	mu      sync.Mutex
+	epoch   uint64
+	gen     int64 // last generation counter seen
+	clients map[string]client
+	tokens  map[string]tokenInfo // by token hash
+	max     int                  // bound on tokens
+}
+
+// maxCachedTokens bounds the token cache (a few MB at most).
+const maxCachedTokens = 10_000
+
+func newCache() *cache {
+	return &cache{clients: map[string]client{}, tokens: map[string]tokenInfo{}, max: maxCachedTokens}
+}
+
+// begin returns the epoch a reader starts from.
+func (c *cache) begin() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.epoch
+}
+
+// flush drops everything.
+func (c *cache) flush() {
+	c.mu.Lock()
+	c.epoch++
+	clear(c.clients)
+	clear(c.tokens)
+	c.mu.Unlock()
+}
+
+// dropToken forgets one token.
+func (c *cache) dropToken(hash []byte) {
+	c.mu.Lock()
+	c.epoch++
+	delete(c.tokens, string(hash))
+	c.mu.Unlock()
+}
+
+// dropGrant forgets every token of a grant.
+func (c *cache) dropGrant(id int64) {
+	c.mu.Lock()
+	c.epoch++
+	for k, t := range c.tokens {
+		if t.GrantID == id {
+			delete(c.tokens, k)
+		}
+	}
+	c.mu.Unlock()
+}
+
+// dropClient forgets a client.
+func (c *cache) dropClient(id string) {
+	c.mu.Lock()
+	c.epoch++
+	delete(c.clients, id)
+	c.mu.Unlock()
+}
+
+// generation drops everything when the database's change counter moved.
+func (c *cache) generation(n int64) {
+	c.mu.Lock()
+	if n != c.gen {
+		c.epoch++
+		clear(c.clients)
+		clear(c.tokens)
+		c.gen = n
+	}
+	c.mu.Unlock()
+}
+
+// ---- store side
+
+// fresh reads the generation counter so that changes by other processes are seen.
+func (st *store) fresh(ctx context.Context) error {
+	var n int64
+	if err := st.queryRow(ctx, "SELECT n FROM generation WHERE id = 1").Scan(&n); err != nil {
+		return fmt.Errorf("generation counter: %w", err)
+	}
+	st.cache.generation(n)
+	return nil
+}
+
+// cachedClient is clientByID through the cache.
+func (st *store) cachedClient(ctx context.Context, id string) (client, error) {
+	if err := st.fresh(ctx); err != nil {
+		return client{}, err
+	}
+	e := st.cache.begin()
+	st.cache.mu.Lock()
+	c, ok := st.cache.clients[id]
+	st.cache.mu.Unlock()
+	if ok {
+		return c, nil
+	}
+	c, err := st.clientByID(ctx, id)
+	if err != nil {
+		return c, err // unknown clients are not cached
+	}
+	st.cache.mu.Lock()
+	if st.cache.epoch == e && len(st.cache.clients) < 10_000 {
+		st.cache.clients[id] = c
+	}
+	st.cache.mu.Unlock()
+	return c, nil
+}
+
+// cachedToken is tokenByHash through the bounded token cache; unknown tokens are not cached.
+func (st *store) cachedToken(ctx context.Context, hash []byte) (tokenInfo, error) {
+	if err := st.fresh(ctx); err != nil {
+		return tokenInfo{}, err
+	}
+	e := st.cache.begin()
+	st.cache.mu.Lock()
+	t, ok := st.cache.tokens[string(hash)]
+	st.cache.mu.Unlock()
+	if ok {
+		return t, nil
+	}
+	t, err := st.tokenByHash(ctx, hash)
+	if err != nil {
+		return t, err
+	}
+	st.cache.mu.Lock()
+	if st.cache.epoch == e {
+		if len(st.cache.tokens) >= st.cache.max {
+			for k := range st.cache.tokens { // evict an arbitrary entry
+				delete(st.cache.tokens, k)
+				break
+			}
+		}
+		st.cache.tokens[string(hash)] = t
+	}
+	st.cache.mu.Unlock()
+	return t, nil
+}
+
+// ---- group commit
+
+// writeJob is one transaction's worth of work submitted to the writer.
+type writeJob struct {
+	ctx  context.Context
+	fn   func(*sql.Tx) error
+	done chan error
+}
+
+// writer owns the one write connection. Concurrent jobs share one transaction and one sync
+// (group commit); each job runs inside its own savepoint, so a job that fails is rolled back
+// alone. No job is acknowledged before the commit that holds it succeeded.
+type writer struct {
+	db         *sql.DB
+	jobs       chan writeJob
+	quit       chan struct{}
+	done       chan struct{}
+	commitHook func() error // tests inject a failing commit here
+}
+
+// maxBatch bounds how many jobs share one commit.
+const maxBatch = 128
+
+func newWriter(db *sql.DB) *writer {
+	w := &writer{db: db, jobs: make(chan writeJob, maxBatch), quit: make(chan struct{}), done: make(chan struct{})}
+	go w.loop()
+	return w
+}
+
+// do submits fn and waits for its outcome.
+func (w *writer) do(ctx context.Context, fn func(*sql.Tx) error) error {
+	j := writeJob{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	select {
+	case w.jobs <- j:
+	case <-w.quit:
+		return errors.New("the database is closing")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return <-j.done // always answered, even if ctx ends: the job may already be committed
+}
+
+func (w *writer) loop() {
+	defer close(w.done)
+	for {
+		var j writeJob
+		select {
+		case j = <-w.jobs:
+		case <-w.quit:
+			return
+		}
+		batch := []writeJob{j}
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case j := <-w.jobs:
+				batch = append(batch, j)
+			default:
+				break fill
+			}
+		}
+		w.run(batch)
+	}
+}
+
+// run executes a batch in one transaction.
+func (w *writer) run(batch []writeJob) {
+	results := make([]error, len(batch))
+	fail := func(err error) {
+		for _, j := range batch {
+			j.done <- err
+		}
+	}
+	tx, err := w.db.BeginTx(context.Background(), nil)
+	if err != nil {
+		fail(err)
+		return
+	}
+	for i, j := range batch {
+		if err := j.ctx.Err(); err != nil {
+			results[i] = err
+			continue
+		}
+		if _, err := tx.Exec("SAVEPOINT job"); err != nil {
+			tx.Rollback()
+			fail(err)
+			return
+		}
+		err := runJob(j.fn, tx)
+		var ce commitErr
+		if err != nil && !errors.As(err, &ce) {
+			if _, rerr := tx.Exec("ROLLBACK TO job"); rerr != nil {
+				tx.Rollback()
+				fail(rerr)
+				return
+			}
+		}
+		if _, err := tx.Exec("RELEASE job"); err != nil {
+			tx.Rollback()
+			fail(err)
+			return
+		}
+		results[i] = err
+	}
+	if w.commitHook != nil {
+		if err := w.commitHook(); err != nil {
+			tx.Rollback()
+			fail(err)
+			return
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		fail(err)
+		return
+	}
+	for i, j := range batch {
+		j.done <- results[i]
+	}
+}
+
+// runJob runs one job, turning a panic into an error so the writer survives it.
+func runJob(fn func(*sql.Tx) error, tx *sql.Tx) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("write job panicked: %v", p)
+		}
+	}()
+	return fn(tx)
+}
+
+// close stops the writer after the batch in progress.
+func (w *writer) close() {
+	close(w.quit)
+	<-w.done
+}
