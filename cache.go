@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 )
 
 // cache keeps clients and recently seen access tokens in memory. Correctness rules:
@@ -102,11 +103,9 @@ func (st *store) fresh(ctx context.Context) error {
 	return nil
 }
 
-// cachedClient is clientByID through the cache.
+// cachedClient is clientByID through the cache. The caller has called fresh during this
+// request (authenticateClient does), so that changes by other processes are seen.
 func (st *store) cachedClient(ctx context.Context, id string) (client, error) {
-	if err := st.fresh(ctx); err != nil {
-		return client{}, err
-	}
 	e := st.cache.begin()
 	st.cache.mu.Lock()
 	c, ok := st.cache.clients[id]
@@ -127,10 +126,8 @@ func (st *store) cachedClient(ctx context.Context, id string) (client, error) {
 }
 
 // cachedToken is tokenByHash through the bounded token cache; unknown tokens are not cached.
+// As with cachedClient, the caller has called fresh during this request.
 func (st *store) cachedToken(ctx context.Context, hash []byte) (tokenInfo, error) {
-	if err := st.fresh(ctx); err != nil {
-		return tokenInfo{}, err
-	}
 	e := st.cache.begin()
 	st.cache.mu.Lock()
 	t, ok := st.cache.tokens[string(hash)]
@@ -170,17 +167,18 @@ type writeJob struct {
 // alone. No job is acknowledged before the commit that holds it succeeded.
 type writer struct {
 	db         *sql.DB
+	exec       func(tx *sql.Tx, q string) error // runs a prepared statement in tx
 	jobs       chan writeJob
 	quit       chan struct{}
 	done       chan struct{}
-	commitHook func() error // tests inject a failing commit here
+	commitHook atomic.Pointer[func() error] // tests inject a failing commit here
 }
 
 // maxBatch bounds how many jobs share one commit.
 const maxBatch = 128
 
-func newWriter(db *sql.DB) *writer {
-	w := &writer{db: db, jobs: make(chan writeJob, maxBatch), quit: make(chan struct{}), done: make(chan struct{})}
+func newWriter(db *sql.DB, exec func(tx *sql.Tx, q string) error) *writer {
+	w := &writer{db: db, exec: exec, jobs: make(chan writeJob, maxBatch), quit: make(chan struct{}), done: make(chan struct{})}
 	go w.loop()
 	return w
 }
@@ -234,34 +232,46 @@ func (w *writer) run(batch []writeJob) {
 		fail(err)
 		return
 	}
+	// A lone job needs no savepoint: if it fails, the whole transaction is rolled back.
+	alone := len(batch) == 1
 	for i, j := range batch {
 		if err := j.ctx.Err(); err != nil {
 			results[i] = err
 			continue
 		}
-		if _, err := tx.Exec("SAVEPOINT job"); err != nil {
+		if !alone {
+			if err := w.exec(tx, "SAVEPOINT job"); err != nil {
+				tx.Rollback()
+				fail(err)
+				return
+			}
+		}
+		err := runJob(j.fn, tx)
+		var ce commitErr
+		failed := err != nil && !errors.As(err, &ce)
+		if alone && failed {
 			tx.Rollback()
 			fail(err)
 			return
 		}
-		err := runJob(j.fn, tx)
-		var ce commitErr
-		if err != nil && !errors.As(err, &ce) {
-			if _, rerr := tx.Exec("ROLLBACK TO job"); rerr != nil {
+		if failed {
+			if rerr := w.exec(tx, "ROLLBACK TO job"); rerr != nil {
 				tx.Rollback()
 				fail(rerr)
 				return
 			}
 		}
-		if _, err := tx.Exec("RELEASE job"); err != nil {
-			tx.Rollback()
-			fail(err)
-			return
+		if !alone {
+			if err := w.exec(tx, "RELEASE job"); err != nil {
+				tx.Rollback()
+				fail(err)
+				return
+			}
 		}
 		results[i] = err
 	}
-	if w.commitHook != nil {
-		if err := w.commitHook(); err != nil {
+	if hook := w.commitHook.Load(); hook != nil {
+		if err := (*hook)(); err != nil {
 			tx.Rollback()
 			fail(err)
 			return

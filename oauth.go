@@ -211,6 +211,7 @@ const (
 	errInvalidScope            = "invalid_scope"
 	errAccessDenied            = "access_denied"
 	errServerError             = "server_error"
+	errTemporarilyUnavailable  = "temporarily_unavailable"
 	errLoginRequired           = "login_required"
 	errConsentRequired         = "consent_required"
 )
@@ -263,8 +264,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var oe *oauthError
 	if !errors.As(err, &oe) {
-		oe = oerr(errServerError, "the server could not complete the request")
-		oe.cause = err
+		// A storage fault (disk, lock, failed commit): nothing was acknowledged; try again.
+		oe = &oauthError{Code: errTemporarilyUnavailable, Description: "the server could not complete the request; try again shortly",
+			Status: http.StatusServiceUnavailable, cause: err}
 	}
 	level := slog.LevelInfo
 	if oe.Status >= 500 {

@@ -199,7 +199,11 @@ func (s *server) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 		bearerError(w, http.StatusUnauthorized, "", "")
 		return
 	}
-	t, err := s.store.cachedToken(r.Context(), hashSecret(tok))
+	err := s.store.fresh(r.Context())
+	var t tokenInfo
+	if err == nil {
+		t, err = s.store.cachedToken(r.Context(), hashSecret(tok))
+	}
 	if err != nil && !errors.Is(err, errNotFound) {
 		s.writeError(w, r, err)
 		return

@@ -319,7 +319,11 @@ func openStore(ctx context.Context, path string) (*store, error) {
 	wdb.SetMaxOpenConns(2)
 	wdb.SetMaxIdleConns(2)
 	wdb.SetConnMaxLifetime(0)
-	st.wdb, st.w = wdb, newWriter(wdb)
+	st.wdb = wdb
+	st.w = newWriter(wdb, func(tx *sql.Tx, q string) error {
+		_, err := st.txExec(context.Background(), tx, q)
+		return err
+	})
 	return st, nil
 }
 

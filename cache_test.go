@@ -1,0 +1,265 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// oauthdProcess runs the oauthd command line in another process: this test binary re-executed
+// as oauthd (TestMain), on the same database file as the running test server.
+func oauthdProcess(t *testing.T, db, stdin string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "OAUTHD_TEST_AS_MAIN=1", "OAUTHD_DB="+db)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("oauthd %q: %v: %s", args, err, ee.Stderr)
+		}
+		t.Fatalf("oauthd %q: %v", args, err)
+	}
+	return string(out)
+}
+
+// TestCacheRevocation: every way of revoking is visible at once through the caches, for
+// tokens that were already cached; expiry too.
+func TestCacheRevocation(t *testing.T) {
+	ts := newTestServer(t)
+	ts.addUser("alice", "correct horse battery")
+	c := ts.addClient(false, "read", "https://app.example/cb")
+	b := ts.browser("alice", "correct horse battery")
+	fresh := func() tokenCall {
+		code, ver := b.getCode(c)
+		tok := ts.exchange(c, code, ver)
+		for _, k := range []string{"access_token", "refresh_token"} {
+			if !ts.active(c, str(tok.JSON[k])) { // now cached
+				t.Fatalf("a new %s is not active", k)
+			}
+		}
+		return tok
+	}
+	cached := func(tok string) bool {
+		ts.s.store.cache.mu.Lock()
+		defer ts.s.store.cache.mu.Unlock()
+		_, ok := ts.s.store.cache.tokens[string(hashSecret(tok))]
+		return ok
+	}
+
+	tok := fresh()
+	if !cached(str(tok.JSON["access_token"])) {
+		t.Fatal("introspection did not cache the token; this test would prove nothing")
+	}
+	ts.postToken("/oauth/revoke", url.Values{"token": {str(tok.JSON["access_token"])}}, c.ID, c.Secret)
+	if ts.active(c, str(tok.JSON["access_token"])) {
+		t.Error("revoked access token active through the cache")
+	}
+
+	tok = fresh()
+	ts.postToken("/oauth/revoke", url.Values{"token": {str(tok.JSON["refresh_token"])}}, c.ID, c.Secret)
+	if ts.active(c, str(tok.JSON["access_token"])) || ts.active(c, str(tok.JSON["refresh_token"])) {
+		t.Error("tokens of a revoked grant active through the cache")
+	}
+
+	code, ver := b.getCode(c)
+	tok = ts.exchange(c, code, ver)
+	ts.active(c, str(tok.JSON["access_token"]))
+	ts.exchange(c, code, ver) // replay revokes the grant
+	if ts.active(c, str(tok.JSON["access_token"])) {
+		t.Error("a replayed code's token active through the cache")
+	}
+
+	tok = fresh()
+	next := ts.refresh(c, str(tok.JSON["refresh_token"]))
+	if ts.active(c, str(tok.JSON["refresh_token"])) {
+		t.Error("a rotated refresh token active through the cache")
+	}
+	ts.active(c, str(next.JSON["access_token"]))
+	ts.clock.Advance(11 * time.Second)
+	ts.refresh(c, str(tok.JSON["refresh_token"])) // reuse after the grace
+	if ts.active(c, str(next.JSON["access_token"])) || ts.active(c, str(tok.JSON["access_token"])) {
+		t.Error("tokens of a grant revoked for refresh reuse active through the cache")
+	}
+
+	tok = fresh()
+	if err := ts.s.store.setDisabled(context.Background(), "alice", true); err != nil {
+		t.Fatal(err)
+	}
+	if ts.active(c, str(tok.JSON["access_token"])) {
+		t.Error("a disabled user's token active through the cache")
+	}
+	ts.s.store.setDisabled(context.Background(), "alice", false)
+	b = ts.browser("alice", "correct horse battery")
+
+	tok = fresh()
+	ts.clock.Advance(time.Hour + time.Second)
+	if ts.active(c, str(tok.JSON["access_token"])) {
+		t.Error("an expired access token active through the cache")
+	}
+}
+
+// TestCacheOtherProcess: changes made by the CLI in another process against the running
+// server take effect at once: secret rotation, client deletion, user deletion.
+func TestCacheOtherProcess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs subprocesses")
+	}
+	ts := newTestServer(t)
+	ts.addUser("alice", "correct horse battery")
+	c := ts.addClient(false, "read", "https://app.example/cb")
+	rs := ts.addClient(false, "read", "https://rs.example/cb")
+	b := ts.browser("alice", "correct horse battery")
+	code, ver := b.getCode(c)
+	tok := ts.exchange(c, code, ver)
+	if !ts.active(c, str(tok.JSON["access_token"])) || !ts.active(rs, str(tok.JSON["access_token"])) { // both clients and the token cached
+		t.Fatal("token not active")
+	}
+
+	out := oauthdProcess(t, ts.s.cfg.DB, "", "client", "rotate-secret", c.ID)
+	newSecret := between(out, `"client_secret":"`, `"`)
+	if r := ts.postToken("/oauth/introspect", url.Values{"token": {"x"}}, c.ID, c.Secret); r.Status != 401 {
+		t.Errorf("the old secret still works after rotate-secret in another process: %d", r.Status)
+	}
+	if r := ts.postToken("/oauth/introspect", url.Values{"token": {"x"}}, c.ID, newSecret); r.Status != 200 {
+		t.Errorf("the new secret does not work: %d", r.Status)
+	}
+
+	oauthdProcess(t, ts.s.cfg.DB, "", "user", "del", "alice")
+	if ts.active(rs, str(tok.JSON["access_token"])) {
+		t.Error("a deleted user's token is still active (user del in another process)")
+	}
+
+	ts.addUser("bob", "bob's password!")
+	b = ts.browser("bob", "bob's password!")
+	c.Secret = newSecret
+	code, ver = b.getCode(c)
+	tok = ts.exchange(c, code, ver)
+	ts.active(rs, str(tok.JSON["access_token"]))
+	oauthdProcess(t, ts.s.cfg.DB, "", "client", "del", c.ID)
+	if ts.active(rs, str(tok.JSON["access_token"])) {
+		t.Error("a deleted client's token is still active (client del in another process)")
+	}
+	if r := ts.postToken("/oauth/introspect", url.Values{"token": {"x"}}, c.ID, newSecret); r.Status != 401 {
+		t.Errorf("a deleted client still authenticates: %d", r.Status)
+	}
+}
+
+// TestGroupCommitFailure: when the commit of a batch fails, none of its tokens is
+// acknowledged or stored; a failing job does not take its batch-mates down with it.
+func TestGroupCommitFailure(t *testing.T) {
+	ts := newTestServer(t)
+	sp, _ := clientSpec{Name: "svc", Scope: "read", GrantTypes: []string{grantClientCredentials}}.build()
+	c := testClient{client: sp}
+	c.Secret = c.issueSecret()
+	if err := ts.s.store.createClient(context.Background(), c.client); err != nil {
+		t.Fatal(err)
+	}
+	count := func() (n int) {
+		ts.s.store.db.QueryRow("SELECT count(*) FROM tokens").Scan(&n)
+		return n
+	}
+	w := ts.s.store.w
+	var calls sync.WaitGroup
+	results := make(chan tokenCall, 20)
+	fail := func() error { return errors.New("injected commit failure") }
+	w.commitHook.Store(&fail)
+	for range 20 {
+		calls.Add(1)
+		go func() {
+			defer calls.Done()
+			results <- ts.postToken("/oauth/token", url.Values{"grant_type": {grantClientCredentials}}, c.ID, c.Secret)
+		}()
+	}
+	calls.Wait()
+	close(results)
+	for r := range results {
+		if r.Status != 503 || str(r.JSON["error"]) != errTemporarilyUnavailable || r.JSON["access_token"] != nil {
+			t.Errorf("a token request whose commit failed = %d %s; want 503 temporarily_unavailable", r.Status, r.Raw)
+		}
+	}
+	if n := count(); n != 0 {
+		t.Fatalf("%d tokens stored by failed commits", n)
+	}
+	w.commitHook.Store(nil)
+	if r := ts.postToken("/oauth/token", url.Values{"grant_type": {grantClientCredentials}}, c.ID, c.Secret); r.Status != 200 || count() != 1 {
+		t.Fatalf("after the fault: %d %s, %d tokens", r.Status, r.Raw, count())
+	}
+
+	// In one batch, jobs that fail roll back alone.
+	ctx := context.Background()
+	errs := make(chan error, 40)
+	var wg sync.WaitGroup
+	for i := range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- ts.s.store.issueClientTokenOrFail(ctx, c.ID, i%2 == 0)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	failed := 0
+	for err := range errs {
+		if err != nil {
+			failed++
+		}
+	}
+	if failed != 20 || count() != 21 {
+		t.Fatalf("mixed batch: %d failed, %d tokens stored; want 20 failed and 21 tokens", failed, count())
+	}
+}
+
+// issueClientTokenOrFail stores a client token, then fails the job after writing when fail.
+func (st *store) issueClientTokenOrFail(ctx context.Context, clientID string, fail bool) error {
+	return st.tx(ctx, func(tx *sql.Tx) error {
+		var gid int64
+		if err := st.txRow(ctx, tx, "INSERT INTO grants(client_id, user_id, scope, auth_time, created_at) VALUES(?, NULL, 'read', 0, 0) RETURNING id", clientID).Scan(&gid); err != nil {
+			return err
+		}
+		if err := st.insertPair(ctx, tx, gid, tokenPair{Access: newToken{Hash: hashSecret(newSecret()), Scope: "read", ExpiresAt: 1 << 40}}, 0); err != nil {
+			return err
+		}
+		if fail {
+			return errors.New("this job fails after writing")
+		}
+		return nil
+	})
+}
+
+// TestCacheBounded: the token cache never holds more than its bound.
+func TestCacheBounded(t *testing.T) {
+	ts := newTestServer(t)
+	ts.addUser("alice", "correct horse battery")
+	c := ts.addClient(false, "read", "https://app.example/cb")
+	ts.s.store.cache.max = 5
+	b := ts.browser("alice", "correct horse battery")
+	var toks []string
+	for range 12 {
+		code, ver := b.getCode(c)
+		tok := ts.exchange(c, code, ver)
+		toks = append(toks, str(tok.JSON["access_token"]))
+		if !ts.active(c, toks[len(toks)-1]) {
+			t.Fatal("token not active")
+		}
+	}
+	ts.s.store.cache.mu.Lock()
+	n := len(ts.s.store.cache.tokens)
+	ts.s.store.cache.mu.Unlock()
+	if n > 5 || n == 0 {
+		t.Fatalf("the token cache holds %d entries; bound 5", n)
+	}
+	for _, tok := range toks { // evicted or not, every token still answers correctly
+		if !ts.active(c, tok) {
+			t.Fatal("a token evicted from the cache is not active")
+		}
+	}
+}
