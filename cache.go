@@ -93,13 +93,37 @@ func (c *cache) generation(n int64) {
 
 // ---- store side
 
-// fresh reads the generation counter so that changes by other processes are seen.
+// fresh makes the caches reflect every commit made before it was called, by any process:
+// unless the WAL-index header is the one seen when the generation counter was last read (no
+// commit since), it reads the counter, under a lock so that no request skips the read while
+// another is applying a newer generation.
 func (st *store) fresh(ctx context.Context) error {
+	var h [48]byte
+	peek := st.walHdr != nil && st.walHdr.read(st.path, &h)
+	if peek {
+		if last := st.lastHdr.Load(); last != nil && *last == h {
+			return nil
+		}
+	}
+	st.freshMu.Lock()
+	defer st.freshMu.Unlock()
+	if peek {
+		if !st.walHdr.read(st.path, &h) {
+			peek = false
+		} else if last := st.lastHdr.Load(); last != nil && *last == h {
+			return nil
+		}
+	}
 	var n int64
 	if err := st.queryRow(ctx, "SELECT n FROM generation WHERE id = 1").Scan(&n); err != nil {
 		return fmt.Errorf("generation counter: %w", err)
 	}
 	st.cache.generation(n)
+	if peek {
+		st.lastHdr.Store(&h) // h was read before the counter: a later commit changes it again
+	} else {
+		st.lastHdr.Store(nil)
+	}
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite"
@@ -30,6 +31,11 @@ type store struct {
 	wdb   *sql.DB // the one write connection behind w
 	w     *writer // group commit for every st.tx
 	cache *cache
+	path  string
+
+	walHdr  *walHeader               // the -shm header, to skip generation reads when nothing committed
+	lastHdr atomic.Pointer[[48]byte] // the header seen at the last generation read
+	freshMu sync.Mutex
 
 	stmtMu sync.RWMutex
 	stmts  map[stmtKey]*sql.Stmt // prepared once per pool, reused on every connection
@@ -319,7 +325,10 @@ func openStore(ctx context.Context, path string) (*store, error) {
 	wdb.SetMaxOpenConns(2)
 	wdb.SetMaxIdleConns(2)
 	wdb.SetConnMaxLifetime(0)
-	st.wdb = wdb
+	st.wdb, st.path = wdb, path
+	if err := wdb.PingContext(ctx); err == nil {
+		st.walHdr = mapWALHeader(path)
+	}
 	st.w = newWriter(wdb, func(tx *sql.Tx, q string) error {
 		_, err := st.txExec(context.Background(), tx, q)
 		return err
@@ -385,6 +394,10 @@ func (st *store) Close() error {
 	st.stmtMu.Unlock()
 	if st.wdb != st.db {
 		st.wdb.Close()
+	}
+	if st.walHdr != nil {
+		st.walHdr.close()
+		st.walHdr = nil
 	}
 	return st.db.Close()
 }

@@ -389,24 +389,38 @@ func (s *server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil || t.ExpiresAt <= s.now().Unix() || t.Rotated {
-		writeJSON(w, http.StatusOK, map[string]bool{"active": false})
+		writeJSON(w, http.StatusOK, inactive)
 		return
 	}
-	resp := map[string]any{
-		"active": true, "scope": t.Scope, "client_id": t.ClientID, "username": t.User.Username, "sub": t.User.Sub,
-		"exp": t.ExpiresAt, "iat": t.CreatedAt, "iss": s.cfg.Issuer,
-	}
+	resp := introspection{Active: true, Scope: t.Scope, ClientID: t.ClientID, Username: t.User.Username, Sub: t.User.Sub,
+		Exp: t.ExpiresAt, Iat: t.CreatedAt, Iss: s.cfg.Issuer, TokenUse: "refresh_token"}
 	if t.User.ID == 0 { // client_credentials: the client acts for itself
-		resp["sub"] = t.ClientID
-		delete(resp, "username")
+		resp.Sub, resp.Username = t.ClientID, ""
 	}
 	if t.Kind == kindAccess {
-		resp["token_type"], resp["token_use"] = "Bearer", "access_token"
-	} else {
-		resp["token_use"] = "refresh_token"
+		resp.TokenType, resp.TokenUse = "Bearer", "access_token"
 	}
 	writeJSON(w, http.StatusOK, resp)
 }
+
+// introspection is the RFC 7662 §2.2 answer for an active token.
+type introspection struct {
+	Active    bool   `json:"active"`
+	Scope     string `json:"scope"`
+	ClientID  string `json:"client_id"`
+	Username  string `json:"username,omitempty"`
+	Sub       string `json:"sub"`
+	TokenType string `json:"token_type,omitempty"`
+	TokenUse  string `json:"token_use"`
+	Exp       int64  `json:"exp"`
+	Iat       int64  `json:"iat"`
+	Iss       string `json:"iss"`
+}
+
+// inactive is the whole answer for an unknown, expired or revoked token (RFC 7662 §2.2).
+var inactive = struct {
+	Active bool `json:"active"`
+}{}
 
 // handleRevoke is RFC 7009: a client revokes one of its tokens; a refresh token takes its
 // whole grant with it. Unknown tokens answer 200 (§2.2).

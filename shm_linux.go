@@ -1,0 +1,45 @@
+package main
+
+import (
+	"os"
+	"syscall"
+)
+
+// walHeader maps the first page of a WAL-mode database's -shm file read-only. Its first 48
+// bytes are the WAL-index header, which every commit by any connection of any process
+// rewrites (iChange, mxFrame, checksums; SQLite file format §4.5). Two equal reads with no
+// change in between mean no commit happened: the caches can skip the generation query.
+type walHeader struct {
+	mem []byte
+	ino uint64
+}
+
+// mapWALHeader maps path's -shm file; nil when it cannot (callers then always query).
+func mapWALHeader(dbPath string) *walHeader {
+	f, err := os.Open(dbPath + "-shm")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var st syscall.Stat_t
+	if syscall.Fstat(int(f.Fd()), &st) != nil || st.Size < 4096 {
+		return nil
+	}
+	mem, err := syscall.Mmap(int(f.Fd()), 0, 4096, syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		return nil
+	}
+	return &walHeader{mem: mem, ino: st.Ino}
+}
+
+// read copies the header; false when the -shm file was replaced (the mapping is stale).
+func (h *walHeader) read(dbPath string, into *[48]byte) bool {
+	var st syscall.Stat_t
+	if syscall.Stat(dbPath+"-shm", &st) != nil || st.Ino != h.ino {
+		return false
+	}
+	copy(into[:], h.mem[:48])
+	return true
+}
+
+func (h *walHeader) close() { syscall.Munmap(h.mem) }
