@@ -94,12 +94,17 @@ func (st *store) queryRow(ctx context.Context, q string, args ...any) rowScanner
 	return s.QueryRowContext(ctx, args...)
 }
 
+// exec runs a writing statement as its own job of the group-committing writer: every write
+// goes through the one write connection, so our connections never race each other for the
+// lock (an autocommit write on a pool connection can fail with SQLITE_BUSY at once).
 func (st *store) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
-	s, err := st.stmt(ctx, q)
-	if err != nil {
-		return nil, err
-	}
-	return s.ExecContext(ctx, args...)
+	var res sql.Result
+	err := st.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		res, err = st.txExec(ctx, tx, q, args...)
+		return err
+	})
+	return res, err
 }
 
 func (st *store) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
@@ -160,7 +165,7 @@ CREATE TABLE sessions (
 	user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
 	auth_time  INTEGER NOT NULL,
 	expires_at INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 CREATE INDEX sessions_user ON sessions(user_id);
 CREATE TABLE consents (
 	user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
@@ -175,7 +180,7 @@ CREATE TABLE pending (
 	session_hash BLOB NOT NULL REFERENCES sessions(hash) ON DELETE CASCADE,
 	request      TEXT NOT NULL,                  -- the validated authorization request (JSON)
 	expires_at   INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 CREATE TABLE grants (
 	id         INTEGER PRIMARY KEY,
 	client_id  TEXT NOT NULL REFERENCES clients(id) ON DELETE CASCADE,
@@ -199,7 +204,7 @@ CREATE TABLE codes (
 	expires_at     INTEGER NOT NULL,
 	used_at        INTEGER,                      -- set by the one successful exchange
 	grant_id       INTEGER REFERENCES grants(id) ON DELETE SET NULL
-);
+) WITHOUT ROWID;
 CREATE TABLE tokens (
 	hash           BLOB PRIMARY KEY,             -- SHA-256 of the token
 	kind           INTEGER NOT NULL,             -- 1 access token, 2 refresh token
@@ -210,7 +215,7 @@ CREATE TABLE tokens (
 	rotated_at     INTEGER,                      -- refresh tokens: when it was exchanged
 	successor_hash BLOB,                         -- refresh tokens: hash of the refresh token it was exchanged for
 	successor_blob BLOB                          -- the successor response, sealed with a key only the old token derives
-);
+) WITHOUT ROWID;
 CREATE INDEX tokens_grant ON tokens(grant_id);
 CREATE INDEX tokens_expires ON tokens(expires_at);
 `,
@@ -266,7 +271,7 @@ CREATE TABLE device_codes (
 	poll_interval  INTEGER NOT NULL,
 	last_poll      INTEGER NOT NULL DEFAULT 0,
 	expires_at     INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 `,
 	// 4: a change counter for caches: every change to users, clients or keys, by any process,
 	// moves it (cache.go).
@@ -493,7 +498,7 @@ func scanUser(row interface{ Scan(...any) error }) (user, error) {
 
 // createUser adds a user; errExists when the name is taken (case-insensitively).
 func (st *store) createUser(ctx context.Context, u user) error {
-	return mapConstraint(insertUser(ctx, st.db, u))
+	return mapConstraint(st.tx(ctx, func(tx *sql.Tx) error { return insertUser(ctx, tx, u) }))
 }
 
 // insertUser writes a new user row.
@@ -793,8 +798,10 @@ func (st *store) createPending(ctx context.Context, hash, sessionHash []byte, re
 func (st *store) takePending(ctx context.Context, hash, sessionHash []byte, now int64) (authRequest, error) {
 	var req authRequest
 	var b string
-	err := st.queryRow(ctx, "DELETE FROM pending WHERE hash = ? AND session_hash = ? AND expires_at > ? RETURNING request",
-		hash, sessionHash, now).Scan(&b)
+	err := st.tx(ctx, func(tx *sql.Tx) error {
+		return st.txRow(ctx, tx, "DELETE FROM pending WHERE hash = ? AND session_hash = ? AND expires_at > ? RETURNING request",
+			hash, sessionHash, now).Scan(&b)
+	})
 	if errors.Is(err, sql.ErrNoRows) {
 		return req, errNotFound
 	}
