@@ -269,17 +269,15 @@ func graceKey(oldToken string) cipher.AEAD {
 	return g
 }
 
-func seal(oldToken string, v sealedSuccessor) []byte {
-	g := graceKey(oldToken)
+func seal(g cipher.AEAD, v sealedSuccessor) []byte {
 	pt, _ := json.Marshal(v)
 	nonce := make([]byte, g.NonceSize())
 	rand.Read(nonce)
 	return g.Seal(nonce, nonce, pt, nil)
 }
 
-func unseal(oldToken string, blob []byte) (sealedSuccessor, error) {
+func unseal(g cipher.AEAD, blob []byte) (sealedSuccessor, error) {
 	var v sealedSuccessor
-	g := graceKey(oldToken)
 	if len(blob) < g.NonceSize() {
 		return v, errors.New("sealed successor too short")
 	}
@@ -308,6 +306,7 @@ func (s *server) handleRefreshTokenGrant(w http.ResponseWriter, r *http.Request,
 	now := s.now()
 	var resp tokenResponse
 	var sealed []byte
+	key := graceKey(rt) // derived here, not inside the serial writer
 	issue := func(t tokenInfo) (tokenPair, []byte, error) {
 		scope := t.Scope
 		if want != nil {
@@ -325,7 +324,7 @@ func (s *server) handleRefreshTokenGrant(w http.ResponseWriter, r *http.Request,
 				return tokenPair{}, nil, err
 			}
 		}
-		sealed = seal(rt, sealedSuccessor{resp.AccessToken, resp.RefreshToken, resp.Scope, pair.Access.ExpiresAt, resp.IDToken})
+		sealed = seal(key, sealedSuccessor{resp.AccessToken, resp.RefreshToken, resp.Scope, pair.Access.ExpiresAt, resp.IDToken})
 		return pair, sealed, nil
 	}
 	res, err := s.store.rotateRefresh(r.Context(), hashSecret(rt), c.ID, now.Unix(), int64(s.cfg.RefreshGrace/time.Second), issue)
@@ -340,7 +339,7 @@ func (s *server) handleRefreshTokenGrant(w http.ResponseWriter, r *http.Request,
 	case err != nil:
 		s.writeError(w, r, err)
 	case res.SuccessorBlob != nil:
-		v, err := unseal(rt, res.SuccessorBlob)
+		v, err := unseal(key, res.SuccessorBlob)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
