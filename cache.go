@@ -207,17 +207,32 @@ func newWriter(db *sql.DB, exec func(tx *sql.Tx, q string) error) *writer {
 	return w
 }
 
+// errClosing answers jobs that reach a writer that has stopped.
+var errClosing = errors.New("the database is closing")
+
 // do submits fn and waits for its outcome.
 func (w *writer) do(ctx context.Context, fn func(*sql.Tx) error) error {
 	j := writeJob{ctx: ctx, fn: fn, done: make(chan error, 1)}
 	select {
 	case w.jobs <- j:
-	case <-w.quit:
-		return errors.New("the database is closing")
+	case <-w.done:
+		return errClosing
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	return <-j.done // always answered, even if ctx ends: the job may already be committed
+	// Wait even if ctx ends: the job may already be committed. A job still queued when the
+	// writer stopped never ran; one it ran was answered before it stopped (done is buffered).
+	select {
+	case err := <-j.done:
+		return err
+	case <-w.done:
+		select {
+		case err := <-j.done:
+			return err
+		default:
+			return errClosing
+		}
+	}
 }
 
 func (w *writer) loop() {

@@ -267,3 +267,41 @@ func TestCacheBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestWriterClose: jobs submitted around and after the writer stops are answered, never left
+// waiting.
+func TestWriterClose(t *testing.T) {
+	ts := newTestServer(t)
+	st := ts.s.store
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	answered := make(chan error, 50)
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			answered <- st.tx(ctx, func(tx *sql.Tx) error {
+				_, err := st.txExec(ctx, tx, "UPDATE generation SET n = n WHERE id = 1")
+				return err
+			})
+		}()
+	}
+	st.w.close()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("jobs left waiting after the writer stopped")
+	}
+	close(answered)
+	for err := range answered {
+		if err != nil && !errors.Is(err, errClosing) {
+			t.Errorf("job answered %v; want nil or errClosing", err)
+		}
+	}
+	if err := st.w.do(ctx, func(*sql.Tx) error { return nil }); !errors.Is(err, errClosing) {
+		t.Errorf("a job after close = %v; want errClosing", err)
+	}
+	st.w = nil // Close would stop it again
+}
