@@ -52,8 +52,14 @@ func benchServer(b *testing.B, edit ...func(*config)) *testServer {
 	return ts
 }
 
-// report records req/s and the fraction of the baseline.
-func report(b *testing.B) {
+// report records req/s, the fraction of the baseline and, for writes, the group commit's
+// average batch size.
+func report(b *testing.B, ts *testServer) {
+	if w := ts.s.store.w; w != nil {
+		if n := w.batches.Load(); n > 0 {
+			b.ReportMetric(float64(w.jobsRun.Load())/float64(n), "jobs/commit")
+		}
+	}
 	rps := float64(b.N) / b.Elapsed().Seconds()
 	b.ReportMetric(rps, "req/s")
 	baselineRPS.Lock()
@@ -119,7 +125,7 @@ func BenchmarkBaseline(b *testing.B) {
 	baselineRPS.Lock()
 	baselineRPS.v = rps
 	baselineRPS.Unlock()
-	report(b)
+	report(b, ts)
 }
 
 // benchTokens gives a live access token of c (through a real code flow).
@@ -151,7 +157,7 @@ func benchIntrospect(b *testing.B, ts *testServer, c testClient, tok string) {
 			}
 		}
 	})
-	report(b)
+	report(b, ts)
 }
 
 func BenchmarkClientCredentials(b *testing.B) {
@@ -171,7 +177,7 @@ func BenchmarkClientCredentials(b *testing.B) {
 			mustDo(b, formReq(ts.url+"/oauth/token", c.ID, c.Secret, form), 200)
 		}
 	})
-	report(b)
+	report(b, ts)
 }
 
 func BenchmarkRefresh(b *testing.B) {
@@ -195,7 +201,7 @@ func BenchmarkRefresh(b *testing.B) {
 			rt = next
 		}
 	})
-	report(b)
+	report(b, ts)
 }
 
 // between returns the text between two markers.
@@ -247,7 +253,7 @@ func BenchmarkCodeFlow(b *testing.B) {
 				"redirect_uri": {c.RedirectURIs[0]}, "code_verifier": {verifier}}), 200)
 		}
 	})
-	report(b)
+	report(b, ts)
 }
 
 // largeDB is a database with 1,000,000 live access tokens, built once per `go test` run.

@@ -196,6 +196,8 @@ type writer struct {
 	quit       chan struct{}
 	done       chan struct{}
 	commitHook atomic.Pointer[func() error] // tests inject a failing commit here
+
+	batches, jobsRun atomic.Int64 // how many commits, how many jobs: their ratio is the batch size
 }
 
 // maxBatch bounds how many jobs share one commit.
@@ -255,6 +257,8 @@ func (w *writer) loop() {
 			}
 		}
 		w.run(batch)
+		w.batches.Add(1)
+		w.jobsRun.Add(int64(len(batch)))
 	}
 }
 
