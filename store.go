@@ -963,6 +963,22 @@ func scanToken(row rowScanner) (tokenInfo, error) {
 	return t, err
 }
 
+// refreshQuery is the lean read of the token being rotated: it runs inside the serial
+// writer, so it leaves the user's profile out (only their id; issue loads more if needed).
+const refreshQuery = "SELECT t.kind, t.grant_id, g.client_id, t.scope, t.expires_at, t.rotated_at, t.successor_hash, t.successor_blob, " +
+	"g.auth_time, coalesce(g.user_id, 0) FROM tokens t JOIN grants g ON g.id = t.grant_id WHERE t.hash = ?"
+
+func scanRefresh(row rowScanner) (tokenInfo, error) {
+	var t tokenInfo
+	var rotated sql.NullInt64
+	err := row.Scan(&t.Kind, &t.GrantID, &t.ClientID, &t.Scope, &t.ExpiresAt, &rotated, &t.SuccessorHash, &t.SuccessorBlob, &t.AuthTime, &t.User.ID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return t, errNotFound
+	}
+	t.Rotated, t.RotatedAt = rotated.Valid, rotated.Int64
+	return t, err
+}
+
 // tokenByHash looks a token up; expiry and rotation are for the caller to judge.
 func (st *store) tokenByHash(ctx context.Context, hash []byte) (tokenInfo, error) {
 	return scanToken(st.queryRow(ctx, tokenQuery, hash))
@@ -985,7 +1001,7 @@ func (st *store) rotateRefresh(ctx context.Context, hash []byte, clientID string
 	rotated := false
 	err := st.tx(ctx, func(tx *sql.Tx) error {
 		revoked, rotated = 0, false
-		t, err := scanToken(st.txRow(ctx, tx, tokenQuery, hash))
+		t, err := scanRefresh(st.txRow(ctx, tx, refreshQuery, hash))
 		if err != nil {
 			return err
 		}

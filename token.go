@@ -319,8 +319,11 @@ func (s *server) handleRefreshTokenGrant(w http.ResponseWriter, r *http.Request,
 		resp, pair = s.newPair(scope, t.Scope, true, now)
 		if hasScope(scope, "openid") {
 			// OIDC Core §12.2: same sub and auth_time as at the original authentication.
-			var err error
-			if resp.IDToken, err = s.idToken(r.Context(), c, t.User, scope, t.AuthTime, "", resp.AccessToken, now); err != nil {
+			u, err := s.store.userByID(r.Context(), t.User.ID) // the rotation read carries only the id
+			if err != nil {
+				return tokenPair{}, nil, err
+			}
+			if resp.IDToken, err = s.idToken(r.Context(), c, u, scope, t.AuthTime, "", resp.AccessToken, now); err != nil {
 				return tokenPair{}, nil, err
 			}
 		}
@@ -334,7 +337,7 @@ func (s *server) handleRefreshTokenGrant(w http.ResponseWriter, r *http.Request,
 	case errors.Is(err, errExpired):
 		s.writeError(w, r, oerr(errInvalidGrant, "the refresh token has expired"))
 	case errors.Is(err, errRefreshReused):
-		s.log.Warn("rotated refresh token replayed; its grant is revoked", "client_id", c.ID, "user", res.Token.User.Username)
+		s.log.Warn("rotated refresh token replayed; its grant is revoked", "client_id", c.ID, "user_id", res.Token.User.ID)
 		s.writeError(w, r, oerr(errInvalidGrant, "the refresh token was already used; every token of this grant is revoked"))
 	case err != nil:
 		s.writeError(w, r, err)
@@ -344,11 +347,11 @@ func (s *server) handleRefreshTokenGrant(w http.ResponseWriter, r *http.Request,
 			s.writeError(w, r, err)
 			return
 		}
-		s.log.Info("refresh repeated within the grace; same successor returned", "client_id", c.ID, "user", res.Token.User.Username)
+		s.log.Info("refresh repeated within the grace; same successor returned", "client_id", c.ID, "user_id", res.Token.User.ID)
 		writeJSON(w, http.StatusOK, tokenResponse{AccessToken: v.AccessToken, TokenType: "Bearer", ExpiresIn: max(v.ExpiresAt-now.Unix(), 1),
 			RefreshToken: v.RefreshToken, Scope: v.Scope, IDToken: v.IDToken})
 	default:
-		s.log.Info("tokens issued", "grant_type", "refresh_token", "client_id", c.ID, "user", res.Token.User.Username, "scope", resp.Scope)
+		s.log.Info("tokens issued", "grant_type", "refresh_token", "client_id", c.ID, "user_id", res.Token.User.ID, "scope", resp.Scope)
 		writeJSON(w, http.StatusOK, resp)
 	}
 }
