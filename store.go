@@ -861,6 +861,7 @@ const (
 	kindRefresh = 2
 )
 
+// insertPair stores a token pair of a grant (the refresh token is optional).
 func (st *store) insertPair(ctx context.Context, tx *sql.Tx, grantID int64, p tokenPair, now int64) error {
 	const ins = "INSERT INTO tokens(hash, kind, grant_id, scope, created_at, expires_at) VALUES(?, ?, ?, ?, ?, ?)"
 	a, r := p.Access, p.Refresh
