@@ -13,8 +13,9 @@ import (
 //   - Every change this process makes (revocation, rotation, grant deletion) invalidates
 //     synchronously, after its transaction committed and before the response is written.
 //   - Changes made by another process (the CLI on the same file) bump a generation counter
-//     that triggers maintain in the database; every cached lookup first reads that counter
-//     (one prepared single-row read) and drops everything when it moved.
+//     that triggers maintain in the database; a request reads that counter before using the
+//     caches (fresh) and drops everything when it moved. The read is skipped when SQLite's
+//     WAL-index header shows no commit by anyone since the last read.
 //   - A reader that loaded a row before an invalidation may not store it afterwards: each
 //     invalidation advances epoch, and put only stores when the epoch it started with holds.
 //   - Expiry and rotation are still checked on every use, so a cached token never outlives

@@ -37,6 +37,9 @@ type store struct {
 	lastHdr atomic.Pointer[[48]byte] // the header seen at the last generation read
 	freshMu sync.Mutex
 
+	touchMu sync.Mutex
+	touched map[touchKey]int64 // consents.last_used as last written by this process
+
 	stmtMu sync.RWMutex
 	stmts  map[stmtKey]*sql.Stmt // prepared once per pool, reused on every connection
 }
@@ -315,7 +318,7 @@ func openStore(ctx context.Context, path string) (*store, error) {
 	}
 	db.SetMaxOpenConns(8)
 	db.SetMaxIdleConns(8)
-	st := &store{db: db, wdb: db, cache: newCache()}
+	st := &store{db: db, wdb: db, cache: newCache(), touched: map[touchKey]int64{}}
 	if err := st.init(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("database %s: %w", path, err)

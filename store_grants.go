@@ -29,9 +29,31 @@ func (st *store) issueClientToken(ctx context.Context, clientID string, tok newT
 // touchConsent records that a user's connection to a client was just used, to the minute:
 // a row already touched in the last minute is left alone, so that busy clients do not dirty
 // (and fsync) that page on every token.
+// The writer also remembers what it touched, so that within the minute it runs no statement.
 func (st *store) touchConsent(ctx context.Context, tx *sql.Tx, userID int64, clientID string, now int64) error {
-	_, err := st.txExec(ctx, tx, "UPDATE consents SET last_used = ? WHERE user_id = ? AND client_id = ? AND last_used <= ?", now, userID, clientID, now-60)
-	return err
+	key := touchKey{userID, clientID}
+	st.touchMu.Lock()
+	last, ok := st.touched[key]
+	st.touchMu.Unlock()
+	if ok && now-last < 60 && now >= last {
+		return nil
+	}
+	if _, err := st.txExec(ctx, tx, "UPDATE consents SET last_used = ? WHERE user_id = ? AND client_id = ? AND last_used <= ?", now, userID, clientID, now-60); err != nil {
+		return err
+	}
+	st.touchMu.Lock()
+	if len(st.touched) > 10_000 {
+		clear(st.touched)
+	}
+	st.touched[key] = now
+	st.touchMu.Unlock()
+	return nil
+}
+
+// touchKey names a user's connection to a client.
+type touchKey struct {
+	user   int64
+	client string
 }
 
 // deviceCode is a pending device authorization (RFC 8628).
