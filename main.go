@@ -166,12 +166,15 @@ func serveConfig(args []string, stderr io.Writer, getenv func(string) string) (c
 // serve runs the server until ctx ends, then shuts down gracefully: in-flight requests finish
 // and the database is closed. ln may be nil (listen on cfg.Addr).
 func serve(ctx context.Context, cfg config, log *slog.Logger, ln net.Listener) error {
-	st, err := openStore(ctx, cfg.DB)
+	// ctx ends the server; startup itself runs to completion, so that a signal arriving
+	// during it still means a clean stop rather than a failed start.
+	start := context.WithoutCancel(ctx)
+	st, err := openStore(start, cfg.DB)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	s, err := newServer(ctx, cfg, st, log)
+	s, err := newServer(start, cfg, st, log)
 	if err != nil {
 		return err
 	}
@@ -190,7 +193,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ln net.Listener) e
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	log.Info("oauthd listening", "issuer", s.cfg.Issuer, "addr", ln.Addr().String(), "db", cfg.DB)
-	if n, err := st.countUsers(ctx); err != nil {
+	if n, err := st.countUsers(start); err != nil {
 		return err
 	} else if n == 0 {
 		log.Warn("no users yet: create the first (admin) account at this one-time URL, or use 'oauthd user add'",

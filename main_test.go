@@ -78,6 +78,7 @@ func TestServeShutdown(t *testing.T) {
 	}
 	cfg.Addr = ln.Addr().String()
 	cfg.Issuer = "http://" + cfg.Addr
+	cfg.KeyGen = cachedKey
 	logs := &syncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -151,9 +152,11 @@ func TestSignalShutdown(t *testing.T) {
 	}
 }
 
+// waitFor polls cond for up to 30 s (a real server generates an RSA key first, which is slow
+// under -race); it returns as soon as cond holds.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	for i := 0; i < 200; i++ {
+	for i := 0; i < 3000; i++ {
 		if cond() {
 			return
 		}
