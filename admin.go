@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"net/http"
-	"strings"
 	"time"
 )
 
@@ -75,7 +74,7 @@ func (s *server) handleAdminAddUser(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, errExists):
 		s.renderAdmin(w, r, sess, http.StatusConflict, "A user named "+f.Get("username")+" already exists.", "")
 	case errors.As(err, new(*specError)):
-		s.renderAdmin(w, r, sess, http.StatusBadRequest, strings.ToUpper(err.Error()[:1])+err.Error()[1:]+".", "")
+		s.renderAdmin(w, r, sess, http.StatusBadRequest, sentence(err), "")
 	case err != nil:
 		s.serverErrorPage(w, r, err)
 	default:
@@ -142,12 +141,6 @@ func (s *server) handleAdminUserAction(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// credentialsPage is the invitation and reset form's data.
-type credentialsPage struct {
-	pageData
-	Token, Username, Error string
-}
-
 // linkForm checks a one-time link from the query or the form; it shows an error page if dead.
 func (s *server) linkForm(w http.ResponseWriter, r *http.Request, kind, tok string) (userLink, bool) {
 	l, err := s.store.peekLink(r.Context(), hashSecret(tok), kind, s.now().Unix())
@@ -165,7 +158,7 @@ func (s *server) linkForm(w http.ResponseWriter, r *http.Request, kind, tok stri
 func (s *server) handleInvitePage(w http.ResponseWriter, r *http.Request) {
 	tok := r.URL.Query().Get("token")
 	if _, ok := s.linkForm(w, r, "invite", tok); ok {
-		s.render(w, http.StatusOK, "invite", credentialsPage{pageData: pageData{CSRF: s.csrfToken(s.browserID(w, r), "invite")}, Token: tok})
+		s.render(w, http.StatusOK, "newaccount", credentialsPage{pageData: pageData{CSRF: s.csrfToken(s.browserID(w, r), "invite")}, Token: tok})
 	}
 }
 
@@ -180,7 +173,7 @@ func (s *server) handleInvite(w http.ResponseWriter, r *http.Request) {
 	page := credentialsPage{pageData: pageData{CSRF: s.csrfToken(bid, "invite")}, Token: tok, Username: f.Get("username")}
 	fail := func(status int, msg string) {
 		page.Error = msg
-		s.render(w, status, "invite", page)
+		s.render(w, status, "newaccount", page)
 	}
 	if !s.checkCSRF(r, bid, "invite") {
 		fail(http.StatusForbidden, "The form expired. Please try again.")
@@ -192,7 +185,7 @@ func (s *server) handleInvite(w http.ResponseWriter, r *http.Request) {
 	}
 	u, err := newUser(f.Get("username"), f.Get("password"), false, s.cfg.PasswordIter, s.now())
 	if err != nil {
-		fail(http.StatusBadRequest, strings.ToUpper(err.Error()[:1])+err.Error()[1:]+".")
+		fail(http.StatusBadRequest, sentence(err))
 		return
 	}
 	switch err := s.store.acceptInvite(r.Context(), hashSecret(tok), u, s.now().Unix()); {
@@ -242,7 +235,7 @@ func (s *server) handleReset(w http.ResponseWriter, r *http.Request) {
 		err = errors.New("the two passwords differ")
 	}
 	if err != nil {
-		page.Error = strings.ToUpper(err.Error()[:1]) + err.Error()[1:] + "."
+		page.Error = sentence(err)
 		s.render(w, http.StatusBadRequest, "reset", page)
 		return
 	}

@@ -128,6 +128,15 @@ func (st *store) fresh(ctx context.Context) error {
 	return nil
 }
 
+// lookupClient is the client with that id as of now: freshness checked, then the cache. It
+// also makes the rest of the request's cached lookups current.
+func (st *store) lookupClient(ctx context.Context, id string) (client, error) {
+	if err := st.fresh(ctx); err != nil {
+		return client{}, err
+	}
+	return st.cachedClient(ctx, id)
+}
+
 // cachedClient is clientByID through the cache. The caller has called fresh during this
 // request (authenticateClient does), so that changes by other processes are seen.
 func (st *store) cachedClient(ctx context.Context, id string) (client, error) {

@@ -74,6 +74,32 @@ func formSpec(f url.Values, owner int64) clientSpec {
 		LogoURI: strings.TrimSpace(f.Get("logo_uri")), ClientURI: strings.TrimSpace(f.Get("client_uri")), OwnerID: owner}
 }
 
+// errFormExpired is a form whose CSRF token did not check out.
+var errFormExpired = errors.New("the form expired")
+
+// echoClientForm fills the register/edit form with what was submitted, for another try.
+func (s *server) echoClientForm(sess session, f url.Values) clientForm {
+	return clientForm{pageData: s.pageData(sess, "client"), Name: f.Get("name"), Description: f.Get("description"),
+		RedirectURIs: f.Get("redirect_uris"), Scope: f.Get("scope"), LogoURI: f.Get("logo_uri"), ClientURI: f.Get("client_uri"),
+		Public: f.Get("type") == "public"}
+}
+
+// refuseClientForm answers a register/edit form that was not saved: an expired form (403) or
+// invalid input (400) goes back to the user with the reason; anything else is a storage fault.
+func (s *server) refuseClientForm(w http.ResponseWriter, r *http.Request, page clientForm, err error) {
+	var se *specError
+	switch {
+	case errors.Is(err, errFormExpired):
+		page.Error = "The form expired. Please try again."
+		s.render(w, http.StatusForbidden, "client_form", page)
+	case errors.As(err, &se):
+		page.Error = sentence(err)
+		s.render(w, http.StatusBadRequest, "client_form", page)
+	default:
+		s.serverErrorPage(w, r, err)
+	}
+}
+
 // checkScopesFor limits a non-admin's client to the scopes this server already offers.
 func (s *server) checkScopesFor(r *http.Request, sess session, scope string) error {
 	if sess.User.Admin {
@@ -99,11 +125,9 @@ func (s *server) handleClientRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := r.PostForm
-	page := clientForm{pageData: s.pageData(sess, "client"), Name: f.Get("name"), Description: f.Get("description"),
-		RedirectURIs: f.Get("redirect_uris"), Scope: f.Get("scope"), LogoURI: f.Get("logo_uri"), ClientURI: f.Get("client_uri"), Public: f.Get("type") == "public"}
+	page := s.echoClientForm(sess, f)
 	if !s.checkCSRF(r, sess.Hash, "client") {
-		page.Error = "The form expired. Please try again."
-		s.render(w, http.StatusForbidden, "client_form", page)
+		s.refuseClientForm(w, r, page, errFormExpired)
 		return
 	}
 	sp := formSpec(f, sess.User.ID)
@@ -111,13 +135,8 @@ func (s *server) handleClientRegister(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = s.checkScopesFor(r, sess, sp.Scope)
 	}
-	var se *specError
-	if errors.As(err, &se) {
-		page.Error = strings.ToUpper(se.msg[:1]) + se.msg[1:] + "."
-		s.render(w, http.StatusBadRequest, "client_form", page)
-		return
-	} else if err != nil {
-		s.serverErrorPage(w, r, err)
+	if err != nil {
+		s.refuseClientForm(w, r, page, err)
 		return
 	}
 	c.CreatedAt = s.now().Unix()
@@ -200,11 +219,10 @@ func (s *server) handleClientEdit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := r.PostForm
-	page := clientForm{pageData: s.pageData(sess, "client"), Edit: true, ID: c.ID, Name: f.Get("name"), Description: f.Get("description"),
-		RedirectURIs: f.Get("redirect_uris"), Scope: f.Get("scope"), LogoURI: f.Get("logo_uri"), ClientURI: f.Get("client_uri"), Public: c.Public}
+	page := s.echoClientForm(sess, f)
+	page.Edit, page.ID, page.Public = true, c.ID, c.Public
 	if !s.checkCSRF(r, sess.Hash, "client") {
-		page.Error = "The form expired. Please try again."
-		s.render(w, http.StatusForbidden, "client_form", page)
+		s.refuseClientForm(w, r, page, errFormExpired)
 		return
 	}
 	sp := formSpec(f, c.OwnerID)
@@ -214,13 +232,8 @@ func (s *server) handleClientEdit(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = s.checkScopesFor(r, sess, sp.Scope)
 	}
-	var se *specError
-	if errors.As(err, &se) {
-		page.Error = strings.ToUpper(se.msg[:1]) + se.msg[1:] + "."
-		s.render(w, http.StatusBadRequest, "client_form", page)
-		return
-	} else if err != nil {
-		s.serverErrorPage(w, r, err)
+	if err != nil {
+		s.refuseClientForm(w, r, page, err)
 		return
 	}
 	if err := s.store.updateClient(r.Context(), c); err != nil {

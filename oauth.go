@@ -469,7 +469,7 @@ func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, http.StatusBadRequest, "Invalid request", "The request has no client_id.")
 		return
 	}
-	c, err := s.store.clientByID(r.Context(), q.Get("client_id"))
+	c, err := s.store.lookupClient(r.Context(), q.Get("client_id"))
 	if errors.Is(err, errNotFound) {
 		s.errorPage(w, http.StatusBadRequest, "Unknown application", "No application is registered with this client_id.")
 		return

@@ -259,7 +259,7 @@ func (s *server) handleAccount(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := validProfile(name, email); err != nil {
-		page.Error = err.Error()
+		page.Error = sentence(err)
 		s.render(w, http.StatusBadRequest, "account", page)
 		return
 	}
@@ -276,12 +276,12 @@ func (s *server) handleAccount(w http.ResponseWriter, r *http.Request) {
 // validProfile checks a display name and an email address (empty means none).
 func validProfile(name, email string) error {
 	if len(name) > 200 || !utf8.ValidString(name) || strings.ContainsAny(name, "\x00\r\n") {
-		return errors.New("The name must be at most 200 characters on one line.")
+		return errors.New("the name must be at most 200 characters on one line")
 	}
 	if email != "" {
 		a, err := mail.ParseAddress(email)
 		if err != nil || a.Address != email || len(email) > 254 {
-			return errors.New("The email address is not valid (write it as name@example.org).")
+			return errors.New("the email address is not valid (write it as name@example.org)")
 		}
 	}
 	return nil

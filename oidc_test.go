@@ -606,7 +606,7 @@ func TestOIDCCLI(t *testing.T) {
 	if code, _, errs := cli(t, env, "correct horse battery\n", "user", "add", "-email", "not-an-email", "bob"); code != 2 || !strings.Contains(errs, "email") {
 		t.Errorf("user add with a bad email = %d %q", code, errs)
 	}
-	code, out, errs = cli(t, env, "", "client", "add", "-name", "Grafana", "-redirect-uri", "https://grafana.example/login/generic_oauth",
+	code, _, errs = cli(t, env, "", "client", "add", "-name", "Grafana", "-redirect-uri", "https://grafana.example/login/generic_oauth",
 		"-post-logout-redirect-uri", "https://grafana.example/login", "-id-token-alg", "ES256", "-always-refresh")
 	if code != 0 {
 		t.Fatalf("client add with OIDC options = %d %q", code, errs)

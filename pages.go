@@ -29,8 +29,8 @@ var templateFS embed.FS
 func parsePages() map[string]*template.Template {
 	pages := map[string]*template.Template{}
 	funcs := template.FuncMap{"date": date, "join": strings.Join}
-	for _, name := range []string{"login", "consent", "error", "setup", "home", "account", "logout", "message", "device",
-		"client_form", "clients", "client_secret", "client_delete", "connections", "admin_users", "link", "invite", "reset"} {
+	for _, name := range []string{"login", "consent", "error", "newaccount", "home", "account", "logout", "message", "device",
+		"client_form", "clients", "client_secret", "client_delete", "connections", "admin_users", "link", "reset"} {
 		pages[name] = template.Must(template.New("base.html").Funcs(funcs).ParseFS(templateFS, "templates/base.html", "templates/"+name+".html"))
 	}
 	return pages
@@ -250,6 +250,15 @@ func checkPassword(password, stored string) bool {
 	return err == nil && subtle.ConstantTimeCompare(got, want) == 1
 }
 
+// sentence turns a validation error ("the password must …") into a line for a page.
+func sentence(err error) string {
+	msg := err.Error()
+	if msg == "" {
+		return msg
+	}
+	return strings.ToUpper(msg[:1]) + msg[1:] + "."
+}
+
 // validPassword is the rule every new password meets.
 func validPassword(p string) error {
 	switch {
@@ -393,9 +402,11 @@ func (s *server) handleLogout(w http.ResponseWriter, r *http.Request) {
 
 // ---- first run
 
-// setupPage is the first-run form's data.
-type setupPage struct {
+// credentialsPage is the data of the forms that create an account (first-run setup,
+// invitation) or set a password (reset link).
+type credentialsPage struct {
 	pageData
+	First                  bool // the first-run setup (an administrator)
 	Token, Username, Error string
 }
 
@@ -430,7 +441,7 @@ func (s *server) handleSetupPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	bid := s.browserID(w, r)
-	s.render(w, http.StatusOK, "setup", setupPage{pageData: pageData{CSRF: s.csrfToken(bid, "setup")}, Token: tok})
+	s.render(w, http.StatusOK, "newaccount", credentialsPage{pageData: pageData{CSRF: s.csrfToken(bid, "setup")}, First: true, Token: tok})
 }
 
 // handleSetup creates the first account, only while the database has none.
@@ -442,21 +453,21 @@ func (s *server) handleSetup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	bid := s.browserID(w, r)
-	page := setupPage{pageData: pageData{CSRF: s.csrfToken(bid, "setup")}, Token: tok, Username: f.Get("username")}
+	page := credentialsPage{pageData: pageData{CSRF: s.csrfToken(bid, "setup")}, First: true, Token: tok, Username: f.Get("username")}
 	if !s.checkCSRF(r, bid, "setup") {
 		page.Error = "The form expired. Please try again."
-		s.render(w, http.StatusForbidden, "setup", page)
+		s.render(w, http.StatusForbidden, "newaccount", page)
 		return
 	}
 	if f.Get("password") != f.Get("password2") {
 		page.Error = "The two passwords differ."
-		s.render(w, http.StatusBadRequest, "setup", page)
+		s.render(w, http.StatusBadRequest, "newaccount", page)
 		return
 	}
 	u, err := newUser(f.Get("username"), f.Get("password"), true, s.cfg.PasswordIter, s.now())
 	if err != nil {
-		page.Error = strings.ToUpper(err.Error()[:1]) + err.Error()[1:] + "."
-		s.render(w, http.StatusBadRequest, "setup", page)
+		page.Error = sentence(err)
+		s.render(w, http.StatusBadRequest, "newaccount", page)
 		return
 	}
 	err = s.store.createFirstUser(r.Context(), u)

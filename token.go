@@ -75,11 +75,7 @@ func (s *server) authenticateClient(ctx context.Context, r *http.Request, form u
 	if id == "" {
 		return client{}, oerr(errInvalidClient, "client authentication is required")
 	}
-	err := s.store.fresh(ctx) // once per request: the cached lookups after this trust it
-	var c client
-	if err == nil {
-		c, err = s.store.cachedClient(ctx, id)
-	}
+	c, err := s.store.lookupClient(ctx, id) // also makes the request's later cached lookups current
 	if err != nil && !errors.Is(err, errNotFound) {
 		return client{}, &oauthError{Code: errServerError, Description: "the server could not check the client", Status: 500, cause: err}
 	}
