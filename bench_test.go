@@ -5,13 +5,16 @@ import (
 	"database/sql"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -42,6 +45,8 @@ func benchServer(b *testing.B, edit ...func(*config)) *testServer {
 	b.Helper()
 	ts := newTestServer(b, edit...)
 	ts.s.now = time.Now // tokens must not expire during a long run
+	// Log lines are formatted as in production (Info) and thrown away, not kept in memory.
+	ts.s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	body := []byte(`{"ok":true,"padding":"` + strings.Repeat("x", 100-len(`{"ok":true,"padding":""}`)) + `"}`)
 	mux := http.NewServeMux()
 	mux.Handle("/", ts.s.routes())
@@ -51,6 +56,40 @@ func benchServer(b *testing.B, edit ...func(*config)) *testServer {
 	}), maxBody)))
 	ts.srv.Config.Handler = mux
 	return ts
+}
+
+// cpuAtStart and ioAtStart are this process's CPU time and write counters when the timer
+// of the running benchmark started: report prints the cores used and the bytes written per
+// operation (the load generator included).
+var (
+	cpuAtStart time.Duration
+	ioAtStart  [2]float64
+)
+
+// procIO reads the bytes this process had written with write calls and caused to be written
+// to storage, from /proc/self/io.
+func procIO() (v [2]float64) {
+	b, _ := os.ReadFile("/proc/self/io")
+	for _, line := range strings.Split(string(b), "\n") {
+		k, val, _ := strings.Cut(line, ": ")
+		n, _ := strconv.ParseFloat(val, 64)
+		switch k {
+		case "wchar":
+			v[0] = n
+		case "write_bytes":
+			v[1] = n
+		}
+	}
+	return v
+}
+
+// startTimer resets the benchmark timer and takes the CPU and I/O readings report uses.
+func startTimer(b *testing.B) {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	cpuAtStart = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	ioAtStart = procIO()
+	b.ResetTimer()
 }
 
 // report records req/s, the fraction of the baseline and, for writes, the group commit's
@@ -70,6 +109,13 @@ func report(b *testing.B, ts *testServer) {
 		b.ReportMetric(rps/base, "x_baseline")
 	}
 	b.ReportMetric(rssMB("VmHWM"), "peak_rss_MB")
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	cpu := time.Duration(ru.Utime.Nano()+ru.Stime.Nano()) - cpuAtStart
+	b.ReportMetric(cpu.Seconds()/b.Elapsed().Seconds(), "cpu_cores")
+	io := procIO()
+	b.ReportMetric((io[0]-ioAtStart[0])/float64(b.N)/1024, "wchar_KB/op")
+	b.ReportMetric((io[1]-ioAtStart[1])/float64(b.N)/1024, "disk_KB/op")
 }
 
 // rssMB reads a memory figure (VmRSS, VmHWM) of this process from /proc/self/status.
@@ -115,7 +161,7 @@ func BenchmarkBaseline(b *testing.B) {
 	ts := benchServer(b)
 	b.ReportAllocs()
 	b.SetParallelism(benchParallelism)
-	b.ResetTimer()
+	startTimer(b)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			req, _ := http.NewRequest("GET", ts.url+"/bench/baseline", nil)
@@ -129,12 +175,16 @@ func BenchmarkBaseline(b *testing.B) {
 	report(b, ts)
 }
 
-// benchTokens gives a live access token of c (through a real code flow).
-func benchTokens(b *testing.B, ts *testServer, c testClient) tokenCall {
+// addBenchUser adds a user with a fresh name and the password "bench password".
+func (ts *testServer) addBenchUser() string {
 	name := "bench" + strings.ToLower(newSecret()[:8])
 	ts.addUser(name, "bench password")
-	br := ts.browser(name, "bench password")
-	code, ver := br.getCode(c)
+	return name
+}
+
+// benchTokens gives a live access token of c (through a real code flow).
+func benchTokens(b *testing.B, ts *testServer, c testClient) tokenCall {
+	code, ver := ts.browser(ts.addBenchUser(), "bench password").getCode(c)
 	return ts.exchange(c, code, ver)
 }
 
@@ -149,7 +199,7 @@ func benchIntrospect(b *testing.B, ts *testServer, c testClient, tok string) {
 	form := url.Values{"token": {tok}, "token_type_hint": {"access_token"}}
 	b.ReportAllocs()
 	b.SetParallelism(benchParallelism)
-	b.ResetTimer()
+	startTimer(b)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			body := mustDo(b, formReq(ts.url+"/oauth/introspect", c.ID, c.Secret, form), 200)
@@ -172,7 +222,7 @@ func BenchmarkClientCredentials(b *testing.B) {
 	form := url.Values{"grant_type": {grantClientCredentials}}
 	b.ReportAllocs()
 	b.SetParallelism(benchParallelism)
-	b.ResetTimer()
+	startTimer(b)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			mustDo(b, formReq(ts.url+"/oauth/token", c.ID, c.Secret, form), 200)
@@ -184,14 +234,19 @@ func BenchmarkClientCredentials(b *testing.B) {
 func BenchmarkRefresh(b *testing.B) {
 	ts := benchServer(b)
 	c := ts.addClient(false, "read", "https://app.example/cb")
-	// One refresh chain per goroutine: each rotation hands the next refresh token on.
+	// One refresh chain per goroutine: each rotation hands the next refresh token on. The
+	// chains start from code flows of one signed-in user, made before the timer starts.
+	chains := make(chan string, benchParallelism*runtime.GOMAXPROCS(0))
+	br := ts.browser(ts.addBenchUser(), "bench password")
+	for range cap(chains) {
+		code, ver := br.getCode(c)
+		chains <- str(ts.exchange(c, code, ver).JSON["refresh_token"])
+	}
 	b.ReportAllocs()
 	b.SetParallelism(benchParallelism)
-	b.ResetTimer()
+	startTimer(b)
 	b.RunParallel(func(pb *testing.PB) {
-		b.StopTimer()
-		rt := str(benchTokens(b, ts, c).JSON["refresh_token"])
-		b.StartTimer()
+		rt := <-chains
 		for pb.Next() {
 			body := mustDo(b, formReq(ts.url+"/oauth/token", c.ID, c.Secret, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}), 200)
 			next := between(string(body), `"refresh_token":"`, `"`)
@@ -230,7 +285,7 @@ func BenchmarkCodeFlow(b *testing.B) {
 	}
 	b.ReportAllocs()
 	b.SetParallelism(benchParallelism)
-	b.ResetTimer()
+	startTimer(b)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			var verifier string

@@ -2,11 +2,8 @@ package main
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 )
 
 // cache keeps clients and recently seen access tokens in memory. Correctness rules:
@@ -96,22 +93,15 @@ func (c *cache) generation(n int64) {
 
 // fresh makes the caches reflect every commit made before it was called, by any process:
 // unless the WAL-index header is the one seen when the generation counter was last read (no
-// commit since), it reads the counter, under a lock so that no request skips the read while
-// another is applying a newer generation.
+// commit since), it reads the counter. No lock: a request skips the read only when it finds
+// the header that another request stored *after* applying a counter it read after seeing
+// that header. Concurrent readers may apply counters out of order; generation then clears
+// the caches once more, which is always safe.
 func (st *store) fresh(ctx context.Context) error {
 	var h [48]byte
 	peek := st.walHdr != nil && st.walHdr.read(st.path, &h)
 	if peek {
 		if last := st.lastHdr.Load(); last != nil && *last == h {
-			return nil
-		}
-	}
-	st.freshMu.Lock()
-	defer st.freshMu.Unlock()
-	if peek {
-		if !st.walHdr.read(st.path, &h) {
-			peek = false
-		} else if last := st.lastHdr.Load(); last != nil && *last == h {
 			return nil
 		}
 	}
@@ -185,172 +175,4 @@ func (st *store) cachedToken(ctx context.Context, hash []byte) (tokenInfo, error
 	}
 	st.cache.mu.Unlock()
 	return t, nil
-}
-
-// ---- group commit
-
-// writeJob is one transaction's worth of work submitted to the writer.
-type writeJob struct {
-	ctx  context.Context
-	fn   func(*sql.Tx) error
-	done chan error
-}
-
-// writer owns the one write connection. Concurrent jobs share one transaction and one sync
-// (group commit); each job runs inside its own savepoint, so a job that fails is rolled back
-// alone. No job is acknowledged before the commit that holds it succeeded.
-type writer struct {
-	db         *sql.DB
-	exec       func(tx *sql.Tx, q string) error // runs a prepared statement in tx
-	jobs       chan writeJob
-	quit       chan struct{}
-	done       chan struct{}
-	commitHook atomic.Pointer[func() error] // tests inject a failing commit here
-
-	batches, jobsRun atomic.Int64 // how many commits, how many jobs: their ratio is the batch size
-}
-
-// maxBatch bounds how many jobs share one commit.
-const maxBatch = 128
-
-func newWriter(db *sql.DB, exec func(tx *sql.Tx, q string) error) *writer {
-	w := &writer{db: db, exec: exec, jobs: make(chan writeJob, maxBatch), quit: make(chan struct{}), done: make(chan struct{})}
-	go w.loop()
-	return w
-}
-
-// errClosing answers jobs that reach a writer that has stopped.
-var errClosing = errors.New("the database is closing")
-
-// do submits fn and waits for its outcome.
-func (w *writer) do(ctx context.Context, fn func(*sql.Tx) error) error {
-	j := writeJob{ctx: ctx, fn: fn, done: make(chan error, 1)}
-	select {
-	case w.jobs <- j:
-	case <-w.done:
-		return errClosing
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	// Wait even if ctx ends: the job may already be committed. A job still queued when the
-	// writer stopped never ran; one it ran was answered before it stopped (done is buffered).
-	select {
-	case err := <-j.done:
-		return err
-	case <-w.done:
-		select {
-		case err := <-j.done:
-			return err
-		default:
-			return errClosing
-		}
-	}
-}
-
-func (w *writer) loop() {
-	defer close(w.done)
-	for {
-		var j writeJob
-		select {
-		case j = <-w.jobs:
-		case <-w.quit:
-			return
-		}
-		batch := []writeJob{j}
-	fill:
-		for len(batch) < maxBatch {
-			select {
-			case j := <-w.jobs:
-				batch = append(batch, j)
-			default:
-				break fill
-			}
-		}
-		w.run(batch)
-		w.batches.Add(1)
-		w.jobsRun.Add(int64(len(batch)))
-	}
-}
-
-// run executes a batch in one transaction.
-func (w *writer) run(batch []writeJob) {
-	results := make([]error, len(batch))
-	fail := func(err error) {
-		for _, j := range batch {
-			j.done <- err
-		}
-	}
-	tx, err := w.db.BeginTx(context.Background(), nil)
-	if err != nil {
-		fail(err)
-		return
-	}
-	// A lone job needs no savepoint: if it fails, the whole transaction is rolled back.
-	alone := len(batch) == 1
-	for i, j := range batch {
-		if err := j.ctx.Err(); err != nil {
-			results[i] = err
-			continue
-		}
-		if !alone {
-			if err := w.exec(tx, "SAVEPOINT job"); err != nil {
-				tx.Rollback()
-				fail(err)
-				return
-			}
-		}
-		err := runJob(j.fn, tx)
-		var ce commitErr
-		failed := err != nil && !errors.As(err, &ce)
-		if alone && failed {
-			tx.Rollback()
-			fail(err)
-			return
-		}
-		if failed {
-			if rerr := w.exec(tx, "ROLLBACK TO job"); rerr != nil {
-				tx.Rollback()
-				fail(rerr)
-				return
-			}
-		}
-		if !alone {
-			if err := w.exec(tx, "RELEASE job"); err != nil {
-				tx.Rollback()
-				fail(err)
-				return
-			}
-		}
-		results[i] = err
-	}
-	if hook := w.commitHook.Load(); hook != nil {
-		if err := (*hook)(); err != nil {
-			tx.Rollback()
-			fail(err)
-			return
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		fail(err)
-		return
-	}
-	for i, j := range batch {
-		j.done <- results[i]
-	}
-}
-
-// runJob runs one job, turning a panic into an error so the writer survives it.
-func runJob(fn func(*sql.Tx) error, tx *sql.Tx) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("write job panicked: %v", p)
-		}
-	}()
-	return fn(tx)
-}
-
-// close stops the writer after the batch in progress.
-func (w *writer) close() {
-	close(w.quit)
-	<-w.done
 }

@@ -198,6 +198,19 @@ func TestGroupCommitFailure(t *testing.T) {
 		t.Fatalf("after the fault: %d %s, %d tokens", r.Status, r.Raw, count())
 	}
 
+	// A commit whose WAL flush fails is not acknowledged either: the token is never handed out.
+	syncFail := func() error { return errors.New("injected fsync failure") }
+	w.syncHook.Store(&syncFail)
+	if r := ts.postToken("/oauth/token", url.Values{"grant_type": {grantClientCredentials}}, c.ID, c.Secret); r.Status != 503 ||
+		str(r.JSON["error"]) != errTemporarilyUnavailable || r.JSON["access_token"] != nil {
+		t.Fatalf("a token whose flush failed = %d %s; want 503 temporarily_unavailable", r.Status, r.Raw)
+	}
+	w.syncHook.Store(nil)
+	ts.s.store.db.Exec("DELETE FROM tokens")
+	if r := ts.postToken("/oauth/token", url.Values{"grant_type": {grantClientCredentials}}, c.ID, c.Secret); r.Status != 200 || count() != 1 {
+		t.Fatalf("after the flush fault: %d %s, %d tokens", r.Status, r.Raw, count())
+	}
+
 	// In one batch, jobs that fail roll back alone.
 	ctx := context.Background()
 	errs := make(chan error, 40)
