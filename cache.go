@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"sync"
 )
@@ -116,6 +117,24 @@ func (st *store) fresh(ctx context.Context) error {
 		st.lastHdr.Store(nil)
 	}
 	return nil
+}
+
+// freshInWriter runs at the start of every write batch, inside BEGIN IMMEDIATE: no process
+// can commit while it runs, so the WAL-index header and the generation counter it reads
+// describe the same state. It applies the counter and records the header, so requests that
+// find that header skip their own read. Without it, the server's own commits (which change
+// the header all the time under write load) sent every request to the counter.
+func (st *store) freshInWriter(tx *sql.Tx) {
+	var h [48]byte
+	if st.walHdr == nil || !st.walHdr.read(st.path, &h) {
+		return
+	}
+	var n int64
+	if err := st.txRow(context.Background(), tx, "SELECT n FROM generation WHERE id = 1").Scan(&n); err != nil {
+		return
+	}
+	st.cache.generation(n)
+	st.lastHdr.Store(&h)
 }
 
 // lookupClient is the client with that id as of now: freshness checked, then the cache. It

@@ -90,6 +90,7 @@ func (r errRow) Scan(...any) error { return r.err }
 
 // queryRow, exec and query run a cached prepared statement on the pool.
 func (st *store) queryRow(ctx context.Context, q string, args ...any) rowScanner {
+	ctx = context.WithoutCancel(ctx)
 	s, err := st.stmt(ctx, q)
 	if err != nil {
 		return errRow{err}
@@ -111,6 +112,7 @@ func (st *store) exec(ctx context.Context, q string, args ...any) (sql.Result, e
 }
 
 func (st *store) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	ctx = context.WithoutCancel(ctx)
 	s, err := st.stmt(ctx, q)
 	if err != nil {
 		return nil, err
@@ -120,7 +122,14 @@ func (st *store) query(ctx context.Context, q string, args ...any) (*sql.Rows, e
 
 // txRow and txExec run a cached prepared statement inside tx.
 // Transactions run on the write connection (st.tx), so their statements are prepared there.
+//
+// Statements run without the request's cancellation (here and in queryRow and query): a
+// cancellable context costs a watcher goroutine per statement in database/sql and in the
+// driver, and an interrupt arriving inside the writer would abort a statement of a batch
+// that other requests share. Every statement is a short point lookup or write; jobs whose
+// request has gone are skipped before they start (writer.run).
 func (st *store) txRow(ctx context.Context, tx *sql.Tx, q string, args ...any) rowScanner {
+	ctx = context.WithoutCancel(ctx)
 	s, err := st.stmtOn(ctx, st.wdb, q)
 	if err != nil {
 		return errRow{err}
@@ -129,6 +138,7 @@ func (st *store) txRow(ctx context.Context, tx *sql.Tx, q string, args ...any) r
 }
 
 func (st *store) txExec(ctx context.Context, tx *sql.Tx, q string, args ...any) (sql.Result, error) {
+	ctx = context.WithoutCancel(ctx)
 	s, err := st.stmtOn(ctx, st.wdb, q)
 	if err != nil {
 		return nil, err
@@ -362,7 +372,7 @@ func openStore(ctx context.Context, path string) (*store, error) {
 	st.w = newWriter(wdb, wal, func(tx *sql.Tx, q string) error {
 		_, err := st.txExec(context.Background(), tx, q)
 		return err
-	})
+	}, st.freshInWriter)
 	return st, nil
 }
 

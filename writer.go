@@ -37,6 +37,7 @@ type writer struct {
 	db         *sql.DB
 	exec       func(tx *sql.Tx, q string) error // runs a prepared statement in tx
 	wal        *walSync                         // nil: COMMIT itself syncs (synchronous=FULL)
+	onBegin    func(tx *sql.Tx)                 // runs first in every batch, holding the write lock
 	jobs       chan writeJob
 	quit       chan struct{}
 	done       chan struct{}
@@ -49,8 +50,8 @@ type writer struct {
 // maxBatch bounds how many jobs share one commit.
 const maxBatch = 128
 
-func newWriter(db *sql.DB, wal *walSync, exec func(tx *sql.Tx, q string) error) *writer {
-	w := &writer{db: db, exec: exec, wal: wal, jobs: make(chan writeJob, maxBatch), quit: make(chan struct{}), done: make(chan struct{})}
+func newWriter(db *sql.DB, wal *walSync, exec func(tx *sql.Tx, q string) error, onBegin func(*sql.Tx)) *writer {
+	w := &writer{db: db, exec: exec, wal: wal, onBegin: onBegin, jobs: make(chan writeJob, maxBatch), quit: make(chan struct{}), done: make(chan struct{})}
 	go w.loop()
 	return w
 }
@@ -97,8 +98,10 @@ func (b *batch) fail(err error) {
 	}
 }
 
-// loop runs jobs as they arrive into the open batch, and commits it whenever the syncer is
-// free (at once, when commits sync themselves) or the batch is full.
+// loop runs jobs as they arrive into the open batch, and commits it as soon as the syncer is
+// free (at once, when commits sync themselves) or the batch is full. Committing first and
+// letting queued jobs start the next batch measured better than draining the queue into the
+// current batch: a job waits for one flush less.
 func (w *writer) loop() {
 	defer close(w.done)
 	idle := make(chan struct{}, 1) // holds a token while no fsync is in flight
@@ -126,9 +129,9 @@ func (w *writer) loop() {
 			}
 			continue
 		}
-		select { // more jobs first: they join this batch
-		case j := <-w.jobs:
-			b = w.run(b, j)
+		select { // the syncer is free: commit now, the queued jobs start the next batch
+		case <-idle:
+			commit()
 			continue
 		default:
 		}
@@ -160,6 +163,9 @@ func (w *writer) run(b *batch, j writeJob) *batch {
 			return nil
 		}
 		b = &batch{tx: tx}
+		if w.onBegin != nil {
+			w.onBegin(tx)
+		}
 	}
 	// The first job needs no savepoint: if it fails, the whole transaction is rolled back.
 	first := len(b.jobs) == 0
