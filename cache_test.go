@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
@@ -317,4 +318,37 @@ func TestWriterClose(t *testing.T) {
 		t.Errorf("a job after close = %v; want errClosing", err)
 	}
 	st.w = nil // Close would stop it again
+}
+
+// TestCacheOwnCommitGeneration: a change this server commits to a cached table is seen by the
+// next lookup even when the writing code forgets to invalidate: the writer publishes a
+// freshness record only together with the counter read just before its COMMIT. (Fails if
+// that read is skipped: checked.)
+func TestCacheOwnCommitGeneration(t *testing.T) {
+	ts := newTestServer(t)
+	c := ts.addClient(false, "read", "https://app.example/cb")
+	st, ctx := ts.s.store, context.Background()
+	for i := range 3 {
+		if _, err := st.exec(ctx, "UPDATE settings SET value = value WHERE name = ''"); err != nil { // a batch that changes nothing cached
+			t.Fatal(err)
+		}
+		if got, err := st.lookupClient(ctx, c.ID); err != nil || got.ID != c.ID {
+			t.Fatalf("lookup: %v", err)
+		}
+		name := fmt.Sprintf("renamed %d", i)
+		if _, err := st.exec(ctx, "UPDATE clients SET name = ? WHERE id = ?", name, c.ID); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := st.lookupClient(ctx, c.ID); err != nil || got.Name != name {
+			t.Fatalf("after our own commit the cache says %q (%v); want %q", got.Name, err, name)
+		}
+		var n int64
+		st.db.QueryRow(generationQuery).Scan(&n)
+		st.cache.mu.Lock()
+		gen := st.cache.gen
+		st.cache.mu.Unlock()
+		if gen != n {
+			t.Fatalf("the cache is at generation %d, the database at %d", gen, n)
+		}
+	}
 }

@@ -372,7 +372,7 @@ func openStore(ctx context.Context, path string) (*store, error) {
 	st.w = newWriter(wdb, wal, func(tx *sql.Tx, q string) error {
 		_, err := st.txExec(context.Background(), tx, q)
 		return err
-	}, st.freshInWriter)
+	}, &freshWatch{st: st})
 	return st, nil
 }
 

@@ -37,7 +37,7 @@ type writer struct {
 	db         *sql.DB
 	exec       func(tx *sql.Tx, q string) error // runs a prepared statement in tx
 	wal        *walSync                         // nil: COMMIT itself syncs (synchronous=FULL)
-	onBegin    func(tx *sql.Tx)                 // runs first in every batch, holding the write lock
+	watch      commitWatcher                    // told about every batch; nil: nobody listens
 	jobs       chan writeJob
 	quit       chan struct{}
 	done       chan struct{}
@@ -50,8 +50,15 @@ type writer struct {
 // maxBatch bounds how many jobs share one commit.
 const maxBatch = 128
 
-func newWriter(db *sql.DB, wal *walSync, exec func(tx *sql.Tx, q string) error, onBegin func(*sql.Tx)) *writer {
-	w := &writer{db: db, exec: exec, wal: wal, onBegin: onBegin, jobs: make(chan writeJob, maxBatch), quit: make(chan struct{}), done: make(chan struct{})}
+// commitWatcher follows each batch's transaction; all three run on the writer goroutine.
+type commitWatcher interface {
+	begun(tx *sql.Tx)      // first in the transaction: the write lock is held, nothing written
+	committing(tx *sql.Tx) // last in the transaction, before COMMIT
+	committed()            // after a successful COMMIT
+}
+
+func newWriter(db *sql.DB, wal *walSync, exec func(tx *sql.Tx, q string) error, watch commitWatcher) *writer {
+	w := &writer{db: db, exec: exec, wal: wal, watch: watch, jobs: make(chan writeJob, maxBatch), quit: make(chan struct{}), done: make(chan struct{})}
 	go w.loop()
 	return w
 }
@@ -163,8 +170,8 @@ func (w *writer) run(b *batch, j writeJob) *batch {
 			return nil
 		}
 		b = &batch{tx: tx}
-		if w.onBegin != nil {
-			w.onBegin(tx)
+		if w.watch != nil {
+			w.watch.begun(tx)
 		}
 	}
 	// The first job needs no savepoint: if it fails, the whole transaction is rolled back.
@@ -218,10 +225,16 @@ func (w *writer) commit(b *batch, flushes chan<- *batch, idle chan struct{}) {
 			return
 		}
 	}
+	if w.watch != nil {
+		w.watch.committing(b.tx)
+	}
 	if err := b.tx.Commit(); err != nil {
 		b.fail(err)
 		idle <- struct{}{}
 		return
+	}
+	if w.watch != nil {
+		w.watch.committed()
 	}
 	flushes <- b
 }
