@@ -113,6 +113,9 @@ func report(b *testing.B, ts *testServer) {
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	cpu := time.Duration(ru.Utime.Nano()+ru.Stime.Nano()) - cpuAtStart
 	b.ReportMetric(cpu.Seconds()/b.Elapsed().Seconds(), "cpu_cores")
+	if fi, err := os.Stat(ts.s.store.path + "-wal"); err == nil {
+		b.ReportMetric(float64(fi.Size())/(1<<20), "wal_MB")
+	}
 	io := procIO()
 	b.ReportMetric((io[0]-ioAtStart[0])/float64(b.N)/1024, "wchar_KB/op")
 	b.ReportMetric((io[1]-ioAtStart[1])/float64(b.N)/1024, "disk_KB/op")

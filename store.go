@@ -313,12 +313,9 @@ CREATE TRIGGER keys_del AFTER DELETE ON keys BEGIN UPDATE generation SET n = n +
 func dsn(path string) string { return dsnSync(path, "full") }
 
 // writerDSN is the DSN of the server's write connection: synchronous(normal), because the
-// writer fsyncs the WAL itself before it acknowledges anything (see writer.go), and a
-// checkpoint every 10,000 pages (20 MB of WAL) instead of 1,000: a page rewritten by many
-// commits is copied back once, and the checkpoints that stall the writer are rarer.
-func writerDSN(path string) string {
-	return dsnSync(path, "normal") + "&_pragma=wal_autocheckpoint(10000)"
-}
+// writer fsyncs the WAL itself before it acknowledges anything (see writer.go). (A larger
+// wal_autocheckpoint than SQLite's 1,000 pages measured no better, with a WAL up to 40 MB.)
+func writerDSN(path string) string { return dsnSync(path, "normal") }
 
 func dsnSync(path, sync string) string {
 	esc := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
