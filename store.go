@@ -38,6 +38,7 @@ type store struct {
 	lastHdr atomic.Pointer[[48]byte] // the header seen at the last generation read
 
 	touchMu sync.Mutex
+	ccGrant map[string]int64 // client id → the grant its client_credentials tokens hang off (guarded by touchMu)
 	touched map[touchKey]int64 // consents.last_used as last written by this process
 
 	stmtMu sync.RWMutex
@@ -337,7 +338,7 @@ func openStore(ctx context.Context, path string) (*store, error) {
 	}
 	db.SetMaxOpenConns(8)
 	db.SetMaxIdleConns(8)
-	st := &store{db: db, wdb: db, cache: newCache(), touched: map[touchKey]int64{}}
+	st := &store{db: db, wdb: db, cache: newCache(), touched: map[touchKey]int64{}, ccGrant: map[string]int64{}}
 	if err := st.init(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("database %s: %w", path, err)

@@ -14,15 +14,43 @@ var (
 	errDenied   = errors.New("denied by the user")
 )
 
-// issueClientToken stores a client_credentials grant (no user) with its access token.
+// issueClientToken stores a client_credentials access token. All of a client's
+// client_credentials tokens hang off one grant without a user, so that issuing one is a
+// single INSERT in the serial writer: the grant is remembered, and the INSERT re-checks
+// that the remembered id is still that client's userless grant (the purge deletes grants
+// without tokens, and SQLite may then give the id to a new grant). When it is not, the
+// grant is looked up or created again.
 func (st *store) issueClientToken(ctx context.Context, clientID string, tok newToken, now int64) error {
+	const ins = "INSERT INTO tokens(hash, kind, grant_id, scope, created_at, expires_at) " +
+		"SELECT ?, ?, id, ?, ?, ? FROM grants WHERE id = ? AND client_id = ? AND user_id IS NULL"
 	return st.tx(ctx, func(tx *sql.Tx) error {
-		var gid int64
-		if err := st.txRow(ctx, tx, "INSERT INTO grants(client_id, user_id, scope, auth_time, created_at) VALUES(?, NULL, ?, 0, ?) RETURNING id",
-			clientID, tok.Scope, now).Scan(&gid); err != nil {
+		st.touchMu.Lock()
+		gid, ok := st.ccGrant[clientID]
+		st.touchMu.Unlock()
+		if ok {
+			r, err := st.txExec(ctx, tx, ins, tok.Hash, kindAccess, tok.Scope, now, tok.ExpiresAt, gid, clientID)
+			if err != nil {
+				return err
+			}
+			if n, err := r.RowsAffected(); err == nil && n == 1 {
+				return nil
+			}
+		}
+		err := st.txRow(ctx, tx, "SELECT id FROM grants WHERE client_id = ? AND user_id IS NULL ORDER BY id LIMIT 1", clientID).Scan(&gid)
+		if errors.Is(err, sql.ErrNoRows) {
+			err = st.txRow(ctx, tx, "INSERT INTO grants(client_id, user_id, scope, auth_time, created_at) VALUES(?, NULL, '', 0, ?) RETURNING id",
+				clientID, now).Scan(&gid)
+		}
+		if err != nil {
 			return err
 		}
-		return st.insertPair(ctx, tx, gid, tokenPair{Access: tok}, now)
+		if err := st.insertPair(ctx, tx, gid, tokenPair{Access: tok}, now); err != nil {
+			return err
+		}
+		st.touchMu.Lock()
+		st.ccGrant[clientID] = gid // kept even if the batch fails: the INSERT above re-checks it
+		st.touchMu.Unlock()
+		return nil
 	})
 }
 
