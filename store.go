@@ -38,7 +38,7 @@ type store struct {
 	lastHdr atomic.Pointer[[48]byte] // the header seen at the last generation read
 
 	touchMu sync.Mutex
-	ccGrant map[string]int64 // client id → the grant its client_credentials tokens hang off (guarded by touchMu)
+	ccGrant map[string]int64   // client id → the grant its client_credentials tokens hang off (guarded by touchMu)
 	touched map[touchKey]int64 // consents.last_used as last written by this process
 
 	stmtMu sync.RWMutex
