@@ -50,16 +50,10 @@ func tokenForm(r *http.Request) (url.Values, *oauthError) {
 func (s *server) authenticateClient(ctx context.Context, r *http.Request, form url.Values) (client, *oauthError) {
 	var id, secret string
 	var hasSecret bool
-	if r.Header.Get("Authorization") != "" {
-		bid, bsecret, ok := r.BasicAuth()
-		if !ok {
-			return client{}, oerr(errInvalidClient, "the Authorization header is not valid Basic authentication")
-		}
-		var err1, err2 error
-		id, err1 = url.QueryUnescape(bid)
-		secret, err2 = url.QueryUnescape(bsecret)
-		if err1 != nil || err2 != nil {
-			return client{}, oerr(errInvalidClient, "the Basic credentials are not form-encoded (RFC 6749 §2.3.1)")
+	if h := r.Header.Get("Authorization"); h != "" {
+		var oe *oauthError
+		if id, secret, oe = parseBasic(h); oe != nil {
+			return client{}, oe
 		}
 		hasSecret = true
 		if _, ok := form["client_secret"]; ok {
@@ -94,6 +88,22 @@ func (s *server) authenticateClient(ctx context.Context, r *http.Request, form u
 		return client{}, oerr(errInvalidClient, "unknown client or wrong client secret")
 	}
 	return c, nil
+}
+
+// parseBasic reads client_secret_basic credentials: Basic, then base64 of id:secret, each
+// form-encoded (RFC 6749 §2.3.1).
+func parseBasic(header string) (id, secret string, oe *oauthError) {
+	r := http.Request{Header: http.Header{"Authorization": {header}}}
+	bid, bsecret, ok := r.BasicAuth()
+	if !ok {
+		return "", "", oerr(errInvalidClient, "the Authorization header is not valid Basic authentication")
+	}
+	id, err1 := url.QueryUnescape(bid)
+	secret, err2 := url.QueryUnescape(bsecret)
+	if err1 != nil || err2 != nil {
+		return "", "", oerr(errInvalidClient, "the Basic credentials are not form-encoded (RFC 6749 §2.3.1)")
+	}
+	return id, secret, nil
 }
 
 // Grant types (RFC 6749 §4, RFC 8628 §3.4).

@@ -1,0 +1,250 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// Fuzz targets. `go test` runs their seed corpora (the f.Add calls and testdata/fuzz/<name>);
+// `go test -run '^$' -fuzz FuzzX -fuzztime 5m` explores. Each asserts: no panic, no 500,
+// and every refusal is an RFC error code (JSON) or, for a person, an error page; nothing
+// ever redirects to a URI that was not registered.
+
+// rfcErrors are the error codes our JSON endpoints may answer with (RFC 6749 §5.2 and §4.1.2.1,
+// RFC 6750 §3.1, RFC 7591 §3.2.2, RFC 8628 §3.5, OIDC Core §3.1.2.6).
+var rfcErrors = []string{errInvalidRequest, errInvalidClient, errInvalidGrant, errUnauthorizedClient,
+	errUnsupportedGrantType, errUnsupportedResponseType, errInvalidScope, errAccessDenied,
+	errTemporarilyUnavailable, errLoginRequired, errConsentRequired, errInvalidRedirectURI,
+	errInvalidClientMetadata, "invalid_token", "authorization_pending", "slow_down", "expired_token"}
+
+// checkAnswer fails t unless rec is an acceptable answer to fuzzed input: never a 5xx other
+// than 503, JSON errors carry an RFC code and a description, and a redirect goes to the
+// server itself or to one of the registered redirect URIs.
+func checkAnswer(t *testing.T, ts *testServer, rec *httptest.ResponseRecorder, registered []string) {
+	t.Helper()
+	if rec.Code >= 500 && rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	if strings.HasPrefix(rec.Header().Get("Content-Type"), "application/json") && rec.Code >= 400 {
+		var body map[string]any
+		if json.Unmarshal(rec.Body.Bytes(), &body) != nil {
+			t.Fatalf("status %d with a body that is not JSON: %q", rec.Code, rec.Body)
+		}
+		code, _ := body["error"].(string)
+		desc, _ := body["error_description"].(string)
+		if !slices.Contains(rfcErrors, code) || desc == "" {
+			t.Fatalf("status %d with error %q (%q): not an RFC error with a description", rec.Code, code, desc)
+		}
+	}
+	if loc := rec.Header().Get("Location"); loc != "" {
+		u, err := url.Parse(loc)
+		if err != nil {
+			t.Fatalf("unparsable Location %q", loc)
+		}
+		if !u.IsAbs() && u.Host == "" || strings.HasPrefix(loc, ts.s.cfg.Issuer+"/") {
+			return // our own pages
+		}
+		base, _, _ := strings.Cut(loc, "?")
+		for _, r := range registered {
+			rb, _, _ := strings.Cut(r, "?")
+			if base == rb {
+				return
+			}
+			if _, _, ok := matchRedirect([]string{r}, base); ok {
+				return // the loopback port may vary (RFC 8252 §7.3)
+			}
+		}
+		t.Fatalf("redirect to %q, which is not registered", loc)
+	}
+}
+
+func FuzzRedirectURI(f *testing.F) {
+	for _, s := range []string{"https://app.example/cb", "http://127.0.0.1:8080/cb", "http://[::1]/cb?x=1",
+		"com.example.app:/cb", "javascript:alert(1)", "https://app.example/cb#frag", "http://evil.example/cb",
+		"https://user@app.example/cb", "http://127.0.0.1:99999/cb", "HTTPS://APP.EXAMPLE/cb", "//app.example/cb", ""} {
+		f.Add(s, "https://app.example/cb", false)
+	}
+	f.Fuzz(func(t *testing.T, registered, asked string, public bool) {
+		if validateRedirectURI(registered, public) != nil {
+			return
+		}
+		uri, _, ok := matchRedirect([]string{registered}, asked)
+		if !ok {
+			return
+		}
+		if uri == registered {
+			return
+		}
+		// Only a loopback port may differ.
+		ru, err1 := url.Parse(registered)
+		au, err2 := url.Parse(uri)
+		if err1 != nil || err2 != nil || au.Scheme != "http" || !isLoopbackHost(au.Hostname()) ||
+			ru.Hostname() != au.Hostname() || ru.Path != au.Path || ru.RawQuery != au.RawQuery || au.Fragment != "" || au.User != nil {
+			t.Fatalf("registered %q matched %q", registered, uri)
+		}
+	})
+}
+
+func FuzzBasicAuth(f *testing.F) {
+	for _, s := range []string{"Basic YTpi", "Basic " + b64std("id%3A1:s%20e"), "Basic", "Bearer x", "Basic !!!",
+		"basic YTpi", "Basic " + b64std("noseparator"), "Basic " + b64std("%zz:x")} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, h string) {
+		id, secret, oe := parseBasic(h)
+		if oe != nil {
+			if oe.Code != errInvalidClient || oe.Description == "" {
+				t.Fatalf("%q: %v", h, oe)
+			}
+			return
+		}
+		_, _ = id, secret
+	})
+}
+
+// fuzzServer is a test server with a confidential and a public client registered.
+func fuzzServer(f *testing.F, edit ...func(*config)) (*testServer, []testClient) {
+	ts := newTestServer(f, edit...)
+	conf := ts.addClient(false, "read write", "https://app.example/cb", "http://127.0.0.1/cb")
+	pub := ts.addClient(true, "read", "com.example.app:/cb")
+	return ts, []testClient{conf, pub}
+}
+
+// sessionCookie signs b in and returns its session cookie.
+func (b *browser) sessionCookie() *http.Cookie {
+	b.login()
+	u, _ := url.Parse(b.ts.url)
+	for _, c := range b.c.Jar.Cookies(u) {
+		if c.Name == "oauthd_session" {
+			return c
+		}
+	}
+	b.t.Fatal("no session cookie after login")
+	return nil
+}
+
+func b64std(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+func registeredURIs(cs []testClient) (all []string) {
+	for _, c := range cs {
+		all = append(all, c.RedirectURIs...)
+	}
+	return all
+}
+
+func FuzzAuthorizeRequest(f *testing.F) {
+	ts, cs := fuzzServer(f)
+	ts.addUser("alice", "correct horse battery")
+	cookie := ts.browser("alice", "correct horse battery").sessionCookie()
+	id := url.QueryEscape(cs[0].ID)
+	for _, q := range []string{
+		"response_type=code&client_id=" + id + "&redirect_uri=https%3A%2F%2Fapp.example%2Fcb&state=s&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+		"response_type=code&client_id=" + id + "&redirect_uri=https%3A%2F%2Fevil.example%2Fcb",
+		"response_type=token&client_id=" + id, "client_id=" + id + "&client_id=" + id, "response_type=code&client_id=nope",
+		"response_type=code&client_id=" + id + "&scope=openid%20admin&prompt=none", "%zz", "response_type=code&client_id=" + id + "&redirect_uri=http%3A%2F%2F127.0.0.1%3A5555%2Fcb",
+	} {
+		f.Add(q, true)
+	}
+	registered := registeredURIs(cs)
+	h := ts.s.routes()
+	f.Fuzz(func(t *testing.T, query string, signedIn bool) {
+		req := httptest.NewRequest("GET", ts.url+"/oauth/authorize", nil)
+		req.URL.RawQuery = query
+		if signedIn {
+			req.AddCookie(cookie)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		checkAnswer(t, ts, rec, registered)
+	})
+}
+
+func FuzzTokenRequest(f *testing.F) {
+	ts, cs := fuzzServer(f)
+	auth := "Basic " + b64std(url.QueryEscape(cs[0].ID)+":"+url.QueryEscape(cs[0].Secret))
+	for _, b := range []string{"grant_type=client_credentials", "grant_type=authorization_code&code=x&code_verifier=y",
+		"grant_type=refresh_token&refresh_token=x&scope=read", "grant_type=password&username=a&password=b",
+		"grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Adevice_code&device_code=x", "grant_type=a&grant_type=b",
+		"client_id=x&client_secret=y&grant_type=client_credentials", "%zz", strings.Repeat("a=b&", 100)} {
+		f.Add(b, auth, "application/x-www-form-urlencoded")
+	}
+	f.Add("grant_type=client_credentials", "Basic !!", "text/plain")
+	h := ts.s.routes()
+	f.Fuzz(func(t *testing.T, body, authz, ctype string) {
+		for _, path := range []string{"/oauth/token", "/oauth/introspect", "/oauth/revoke"} {
+			req := httptest.NewRequest("POST", ts.url+path, strings.NewReader(body))
+			req.Header.Set("Content-Type", ctype)
+			if authz != "" {
+				req.Header.Set("Authorization", authz)
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			checkAnswer(t, ts, rec, nil)
+			if rec.Code == 200 && path == "/oauth/token" && rec.Header().Get("Cache-Control") != "no-store" {
+				t.Fatal("a token response without Cache-Control: no-store")
+			}
+		}
+	})
+}
+
+func FuzzVerifyJWT(f *testing.F) {
+	ts, cs := fuzzServer(f)
+	ts.addUser("alice", "correct horse battery")
+	c := ts.addClient(false, "openid", "https://app.example/cb")
+	code, ver := ts.browser("alice", "correct horse battery").getCode(c)
+	idt := str(ts.exchange(c, code, ver).JSON["id_token"])
+	parts := strings.Split(idt, ".")
+	f.Add(idt)
+	f.Add(parts[0] + "." + parts[1] + ".")
+	f.Add("eyJhbGciOiJub25lIn0." + parts[1] + ".")
+	f.Add(parts[0] + ".e30." + parts[2])
+	f.Add("a.b.c")
+	f.Add("")
+	_ = cs
+	f.Fuzz(func(t *testing.T, tok string) {
+		claims, err := ts.s.verifyIDTokenHint(context.Background(), tok)
+		if err == nil && claims["iss"] != ts.s.cfg.Issuer {
+			t.Fatalf("accepted a token of issuer %v", claims["iss"])
+		}
+		if err == nil && tok != idt && !strings.HasPrefix(tok, parts[0]+"."+parts[1]+".") {
+			t.Fatalf("accepted a token we did not sign: %q", tok)
+		}
+	})
+}
+
+func FuzzDCRMetadata(f *testing.F) {
+	ts, _ := fuzzServer(f, func(c *config) { c.Registration = registrationOpen })
+	for _, b := range []string{`{"redirect_uris":["https://app.example/cb"],"client_name":"x"}`,
+		`{"redirect_uris":["https://app.example/cb"],"token_endpoint_auth_method":"none","grant_types":["authorization_code","refresh_token"]}`,
+		`{"redirect_uris":["javascript:alert(1)"]}`, `{"redirect_uris":"https://a"}`, `{"grant_types":["client_credentials"]}`,
+		`{}{}`, `[]`, `{"redirect_uris":["https://app.example/cb"],"scope":"openid profile","jwks":{}}`, ``} {
+		f.Add(b)
+	}
+	h := ts.s.routes()
+	f.Fuzz(func(t *testing.T, body string) {
+		ts.s.registrations = newLimiter(1<<30, 1) // the open-registration rate limit is not under test
+		req := httptest.NewRequest("POST", ts.url+"/oauth/register", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		checkAnswer(t, ts, rec, nil)
+		if rec.Code == http.StatusCreated {
+			var m map[string]any
+			json.Unmarshal(rec.Body.Bytes(), &m)
+			uris, _ := m["redirect_uris"].([]any)
+			for _, u := range uris {
+				s, _ := u.(string)
+				if err := validateRedirectURI(s, m["token_endpoint_auth_method"] == "none"); err != nil {
+					t.Fatalf("registered redirect URI %q: %v", s, err)
+				}
+			}
+		}
+	})
+}
