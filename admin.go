@@ -66,7 +66,12 @@ func (s *server) handleAdminAddUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := r.PostForm
+	release, ok := s.hashSlot(w)
+	if !ok {
+		return
+	}
 	u, err := newUser(f.Get("username"), f.Get("password"), f.Get("admin") == "on", s.cfg.PasswordIter, s.now())
+	release()
 	if err == nil {
 		err = s.store.createUser(r.Context(), u)
 	}
@@ -143,8 +148,12 @@ func (s *server) handleAdminUserAction(w http.ResponseWriter, r *http.Request) {
 
 // linkForm checks a one-time link from the query or the form; it shows an error page if dead.
 func (s *server) linkForm(w http.ResponseWriter, r *http.Request, kind, tok string) (userLink, bool) {
+	if !s.linkAllowed(w, r) {
+		return userLink{}, false
+	}
 	l, err := s.store.peekLink(r.Context(), hashSecret(tok), kind, s.now().Unix())
 	if errors.Is(err, errNotFound) {
+		s.linkFailed(r)
 		s.errorPage(w, http.StatusForbidden, "Link not valid", "This link is wrong, expired or was already used. Ask your administrator for a new one.")
 		return l, false
 	} else if err != nil {
@@ -183,7 +192,12 @@ func (s *server) handleInvite(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusBadRequest, "The two passwords differ.")
 		return
 	}
+	release, ok := s.hashSlot(w)
+	if !ok {
+		return
+	}
 	u, err := newUser(f.Get("username"), f.Get("password"), false, s.cfg.PasswordIter, s.now())
+	release()
 	if err != nil {
 		fail(http.StatusBadRequest, sentence(err))
 		return
@@ -239,7 +253,12 @@ func (s *server) handleReset(w http.ResponseWriter, r *http.Request) {
 		s.render(w, http.StatusBadRequest, "reset", page)
 		return
 	}
+	release, ok := s.hashSlot(w)
+	if !ok {
+		return
+	}
 	h, err := hashPassword(pw, s.cfg.PasswordIter)
+	release()
 	if err == nil {
 		_, err = s.store.resetPassword(r.Context(), hashSecret(tok), h, s.now().Unix())
 	}

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"mime"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -184,10 +183,7 @@ func (s *server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	now := s.now()
 	tok := bearer(r)
 	if mode == registrationOpen && tok == "" {
-		host, _, err := net.SplitHostPort(r.RemoteAddr)
-		if err != nil {
-			host = r.RemoteAddr
-		}
+		host := s.sourceAddr(r)
 		if s.registrations.blocked(host, now) {
 			w.Header().Set("Retry-After", "3600")
 			writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": "slow_down", "error_description": "too many registrations from this address; try again later"})

@@ -124,6 +124,9 @@ func serveConfig(args []string, stderr io.Writer, getenv func(string) string) (c
 	fs.DurationVar(&cfg.SessionTTL, "session-ttl", cfg.SessionTTL, "browser login session lifetime")
 	fs.DurationVar(&cfg.PurgeInterval, "purge-interval", cfg.PurgeInterval, "how often expired codes, tokens and sessions are deleted")
 	fs.StringVar(&cfg.Registration, "registration", cfg.Registration, "dynamic client registration: off, token (needs an initial access token) or open (public clients, rate-limited)")
+	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log line format: text or json")
+	fs.StringVar(&cfg.TrustedProxy, "trusted-proxy", "", "comma-separated CIDRs of reverse proxies whose X-Forwarded-For names the client's address")
+	fs.BoolVar(&cfg.AllowNetFS, "allow-network-fs", false, "serve a database on a network file system (NFS, SMB/CIFS) despite its unreliable locking")
 	var names []string
 	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
 	if err := parseFlags(fs, args, getenv, names...); err != nil {
@@ -160,7 +163,17 @@ func serveConfig(args []string, stderr io.Writer, getenv func(string) string) (c
 		return cfg, nil, usageError("-issuer: %v", err)
 	}
 	cfg.Issuer = iss
-	return cfg, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})), nil
+	if _, err := parseProxies(cfg.TrustedProxy); err != nil {
+		return cfg, nil, usageError("-trusted-proxy: %v", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch cfg.LogFormat {
+	case "text":
+		return cfg, slog.New(slog.NewTextHandler(stderr, opts)), nil
+	case "json":
+		return cfg, slog.New(slog.NewJSONHandler(stderr, opts)), nil
+	}
+	return cfg, nil, usageError("-log-format %q: want text or json", cfg.LogFormat)
 }
 
 // serve runs the server until ctx ends, then shuts down gracefully: in-flight requests finish

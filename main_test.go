@@ -46,6 +46,19 @@ func TestServeConfig(t *testing.T) {
 	if err != nil || cfg.Addr != "127.0.0.1:7000" || cfg.Issuer != "https://auth.example" {
 		t.Fatalf("flag over environment = %+v, %v", cfg, err)
 	}
+	// JSON log lines, one object per line, through the same flags and variables.
+	var logs bytes.Buffer
+	cfg, log, err := serveConfig([]string{"-log-format", "json"}, &logs, func(k string) string {
+		return map[string]string{"OAUTHD_TRUSTED_PROXY": "10.0.0.0/8, ::1", "OAUTHD_ALLOW_NETWORK_FS": "true"}[k]
+	})
+	if err != nil || cfg.TrustedProxy != "10.0.0.0/8, ::1" || !cfg.AllowNetFS {
+		t.Fatalf("-log-format json with OAUTHD_TRUSTED_PROXY, OAUTHD_ALLOW_NETWORK_FS = %+v, %v", cfg, err)
+	}
+	log.Info("tokens issued", "client_id", "c1")
+	var line map[string]any
+	if err := json.Unmarshal(logs.Bytes(), &line); err != nil || line["msg"] != "tokens issued" || line["client_id"] != "c1" {
+		t.Fatalf("a JSON log line = %q (%v)", logs.String(), err)
+	}
 	for _, tt := range []struct {
 		args []string
 		env  map[string]string
@@ -58,6 +71,9 @@ func TestServeConfig(t *testing.T) {
 		{[]string{"-bogus"}, nil, "bogus"},
 		{[]string{"extra"}, nil, "extra"},
 		{nil, map[string]string{"OAUTHD_TOKEN_TTL": "soon"}, "OAUTHD_TOKEN_TTL"},
+		{[]string{"-log-format", "xml"}, nil, "-log-format"},
+		{[]string{"-trusted-proxy", "10.0.0.0/33"}, nil, "-trusted-proxy"},
+		{nil, map[string]string{"OAUTHD_TRUSTED_PROXY": "proxy.example"}, "-trusted-proxy"},
 	} {
 		env = tt.env
 		if _, _, err := serveConfig(tt.args, &bytes.Buffer{}, getenv); err == nil || !strings.Contains(err.Error(), tt.want) {

@@ -35,6 +35,9 @@ type config struct {
 	PurgeInterval time.Duration // how often expired rows are deleted
 	PasswordIter  int           // PBKDF2 iterations for new password hashes
 	Registration  string        // dynamic client registration: off, token or open
+	LogFormat     string        // text or json
+	TrustedProxy  string        // comma-separated CIDRs whose X-Forwarded-For is believed
+	AllowNetFS    bool          // serve a database on NFS/SMB/CIFS anyway
 
 	KeyGen func(alg string) (crypto.Signer, error) // makes signing keys; nil means generateKey
 }
@@ -53,6 +56,7 @@ func defaultConfig() config {
 		PurgeInterval: time.Minute,
 		PasswordIter:  defaultPBKDF2Iter,
 		Registration:  registrationToken,
+		LogFormat:     "text",
 	}
 }
 
@@ -73,6 +77,7 @@ type server struct {
 	keys          keyring  // parsed signing keys by kid
 	deviceTries   *limiter // failed user-code entries per user
 	registrations *limiter // open dynamic registrations per source address
+	guard         guards   // brute-force backoff and the password-hashing bound
 
 	dummyOnce sync.Once
 	dummyHash string // a password hash checked for unknown users, so failures cost the same
@@ -85,6 +90,10 @@ func newServer(ctx context.Context, cfg config, st *store, log *slog.Logger) (*s
 		return nil, err
 	}
 	cfg.Issuer = iss
+	proxies, err := parseProxies(cfg.TrustedProxy)
+	if err != nil {
+		return nil, fmt.Errorf("-trusted-proxy: %w", err)
+	}
 	key, err := st.secretSetting(ctx, "csrf_key")
 	if err != nil {
 		return nil, err
@@ -101,6 +110,7 @@ func newServer(ctx context.Context, cfg config, st *store, log *slog.Logger) (*s
 
 		deviceTries:   newLimiter(5, 15*time.Minute),
 		registrations: newLimiter(20, time.Hour),
+		guard:         newGuards(proxies),
 	}
 	gen := cfg.KeyGen
 	if gen == nil {
@@ -222,6 +232,7 @@ type oauthError struct {
 	Description string
 	Status      int
 	cause       error
+	retryAfter  string // Retry-After seconds of a 429
 }
 
 func (e *oauthError) Error() string {
@@ -275,6 +286,9 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	s.log.Log(r.Context(), level, "request refused", "path", r.URL.Path, "error", oe.Code, "description", oe.Description, "cause", errString(oe.cause))
 	if oe.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Basic realm="oauthd", charset="UTF-8"`)
+	}
+	if oe.retryAfter != "" {
+		w.Header().Set("Retry-After", oe.retryAfter)
 	}
 	writeJSON(w, oe.Status, map[string]string{"error": oe.Code, "error_description": oe.Description})
 }

@@ -345,6 +345,14 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name, password := r.PostForm.Get("username"), r.PostForm.Get("password")
+	now, from := s.now(), s.sourceAddr(r)
+	account := strings.ToLower(name)
+	if d := max(s.guard.users.wait(account, now), s.guard.addrs.wait(from, now)); d > 0 {
+		w.Header().Set("Retry-After", retryAfter(d))
+		page.Error = "Too many failed sign-ins for this account or from your network. Try again in " + waitText(d) + "."
+		s.render(w, http.StatusTooManyRequests, "login", page)
+		return
+	}
 	u, err := s.store.userByName(r.Context(), name)
 	if err != nil && !errors.Is(err, errNotFound) {
 		s.serverErrorPage(w, r, err)
@@ -354,18 +362,27 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		hash = s.dummy()
 	}
-	if !checkPassword(password, hash) || err != nil || u.Disabled {
+	release, ok := s.hashSlot(w)
+	if !ok {
+		return
+	}
+	good := checkPassword(password, hash)
+	release()
+	if !good || err != nil || u.Disabled {
 		// Only a known username is logged: an unknown one may be a password typed in the wrong box.
-		s.log.Info("login failed", "user", u.Username, "known_user", err == nil)
+		s.log.Info("login failed", "user", u.Username, "known_user", err == nil, "from", from)
+		s.guard.users.fail(account, now)
+		s.guard.addrs.fail(from, now)
 		page.Error = "Incorrect username or password."
 		s.render(w, http.StatusUnauthorized, "login", page)
 		return
 	}
+	s.guard.users.reset(account)
 	if err := s.startSession(w, r, u); err != nil {
 		s.serverErrorPage(w, r, err)
 		return
 	}
-	s.log.Info("login", "user", u.Username)
+	s.log.Info("login", "user", u.Username, "from", from)
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
@@ -429,7 +446,11 @@ func (s *server) newSetupToken() string {
 // handleSetupPage shows the form that creates the first (admin) account.
 func (s *server) handleSetupPage(w http.ResponseWriter, r *http.Request) {
 	tok := r.URL.Query().Get("token")
+	if !s.linkAllowed(w, r) {
+		return
+	}
 	if !s.checkSetupToken(tok) {
+		s.linkFailed(r)
 		s.errorPage(w, http.StatusForbidden, "Setup link not valid", "This setup link is wrong or was already used. Use `oauthd user add` to create accounts.")
 		return
 	}
@@ -448,7 +469,11 @@ func (s *server) handleSetupPage(w http.ResponseWriter, r *http.Request) {
 func (s *server) handleSetup(w http.ResponseWriter, r *http.Request) {
 	f := r.PostForm
 	tok := f.Get("token")
+	if !s.linkAllowed(w, r) {
+		return
+	}
 	if !s.checkSetupToken(tok) {
+		s.linkFailed(r)
 		s.errorPage(w, http.StatusForbidden, "Setup link not valid", "This setup link is wrong or was already used.")
 		return
 	}
@@ -464,7 +489,12 @@ func (s *server) handleSetup(w http.ResponseWriter, r *http.Request) {
 		s.render(w, http.StatusBadRequest, "newaccount", page)
 		return
 	}
+	release, ok := s.hashSlot(w)
+	if !ok {
+		return
+	}
 	u, err := newUser(f.Get("username"), f.Get("password"), true, s.cfg.PasswordIter, s.now())
+	release()
 	if err != nil {
 		page.Error = sentence(err)
 		s.render(w, http.StatusBadRequest, "newaccount", page)

@@ -69,6 +69,11 @@ func (s *server) authenticateClient(ctx context.Context, r *http.Request, form u
 	if id == "" {
 		return client{}, oerr(errInvalidClient, "client authentication is required")
 	}
+	now := s.now()
+	if d := s.guard.clients.wait(id, now); d > 0 {
+		return client{}, &oauthError{Code: errInvalidClient, Status: http.StatusTooManyRequests, retryAfter: retryAfter(d),
+			Description: "too many failed authentications of this client; retry after " + retryAfter(d) + " seconds"}
+	}
 	c, err := s.store.lookupClient(ctx, id) // also makes the request's later cached lookups current
 	if err != nil && !errors.Is(err, errNotFound) {
 		return client{}, &oauthError{Code: errServerError, Description: "the server could not check the client", Status: 500, cause: err}
@@ -85,8 +90,11 @@ func (s *server) authenticateClient(ctx context.Context, r *http.Request, form u
 		want = make([]byte, sha256.Size)
 	}
 	if !hasSecret || subtle.ConstantTimeCompare(hashSecret(secret), want) != 1 || err != nil {
+		s.guard.clients.fail(id, now)
+		s.log.Info("client authentication failed", "client_id", id, "known_client", err == nil, "from", s.sourceAddr(r))
 		return client{}, oerr(errInvalidClient, "unknown client or wrong client secret")
 	}
+	s.guard.clients.reset(id)
 	return c, nil
 }
 
