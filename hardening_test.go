@@ -1,6 +1,11 @@
 package main
 
 import (
+	"bufio"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -204,5 +209,74 @@ func TestBackoffBounded(t *testing.T) {
 	}
 	if len(b.m) > maxBackoffKeys {
 		t.Fatalf("%d keys; bound %d", len(b.m), maxBackoffKeys)
+	}
+}
+
+// TestSlowLoris: the shipped server sets every timeout; with them scaled down, raw TCP
+// clients that trickle their headers or body, or hold an idle connection, are cut off.
+func TestSlowLoris(t *testing.T) {
+	srv := newHTTPServer(http.NotFoundHandler(), slog.New(slog.NewTextHandler(io.Discard, nil)), defaultLimits)
+	if srv.ReadHeaderTimeout == 0 || srv.ReadTimeout == 0 || srv.WriteTimeout == 0 || srv.IdleTimeout == 0 || srv.MaxHeaderBytes == 0 {
+		t.Fatalf("the server leaves a limit unset: %+v", srv)
+	}
+	ts := newTestServer(t)
+	limits := httpLimits{ReadHeader: 300 * time.Millisecond, Read: 600 * time.Millisecond, Write: time.Second,
+		Idle: 300 * time.Millisecond, MaxHeaderBytes: 4 << 10}
+	srv = newHTTPServer(ts.s.routes(), ts.s.log, limits)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	// cutOff sends start, then trickles a byte of more every 50 ms; the server must close the
+	// connection within limit plus a margin.
+	cutOff := func(name, start, more string, limit time.Duration) {
+		t.Helper()
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		began := time.Now()
+		c.Write([]byte(start))
+		closed := make(chan struct{})
+		go func() {
+			io.Copy(io.Discard, c) // returns when the server closes
+			close(closed)
+		}()
+		for i := 0; ; i++ {
+			select {
+			case <-closed:
+				if d := time.Since(began); d > limit+2*time.Second {
+					t.Errorf("%s: cut off after %v; limit %v", name, d, limit)
+				}
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			if time.Since(began) > limit+5*time.Second {
+				t.Fatalf("%s: the connection is still open after %v", name, time.Since(began))
+			}
+			if more != "" {
+				c.Write([]byte{more[i%len(more)]})
+			}
+		}
+	}
+	cutOff("trickled headers", "GET /healthz HTTP/1.1\r\nHost: x\r\n", "X-Slow: aaaaaaaa\r\n", limits.ReadHeader)
+	cutOff("trickled body", "POST /oauth/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n\r\n", "a", limits.Read)
+	cutOff("idle keep-alive", "GET /.well-known/openid-configuration HTTP/1.1\r\nHost: x\r\n\r\n", "", limits.ReadHeader+limits.Idle)
+
+	// Oversized headers are refused, not buffered.
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: %s\r\n\r\n", strings.Repeat("a", 64<<10))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	status, _ := bufio.NewReader(c).ReadString('\n')
+	if !strings.Contains(status, "431") {
+		t.Fatalf("a 64 KiB header = %q; want 431", status)
 	}
 }

@@ -196,15 +196,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ln net.Listener) e
 			return err
 		}
 	}
-	srv := &http.Server{
-		Handler:           s.routes(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	srv := newHTTPServer(s.routes(), log, defaultLimits)
 	log.Info("oauthd listening", "issuer", s.cfg.Issuer, "addr", ln.Addr().String(), "db", cfg.DB)
 	if n, err := st.countUsers(start); err != nil {
 		return err
@@ -235,6 +227,30 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ln net.Listener) e
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// httpLimits bound what one connection may take: a client that sends its headers or body
+// slowly (slow loris), or holds an idle connection, is cut off.
+type httpLimits struct {
+	ReadHeader, Read, Write, Idle time.Duration
+	MaxHeaderBytes                int
+}
+
+var defaultLimits = httpLimits{ReadHeader: 10 * time.Second, Read: 30 * time.Second, Write: 30 * time.Second,
+	Idle: 120 * time.Second, MaxHeaderBytes: 64 << 10}
+
+// newHTTPServer is the server's http.Server: every timeout set, headers bounded (bodies are
+// bounded per route with http.MaxBytesHandler).
+func newHTTPServer(h http.Handler, log *slog.Logger, l httpLimits) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: l.ReadHeader,
+		ReadTimeout:       l.Read,
+		WriteTimeout:      l.Write,
+		IdleTimeout:       l.Idle,
+		MaxHeaderBytes:    l.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 }
 
 // purgeLoop deletes expired rows every PurgeInterval until ctx ends.
