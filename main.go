@@ -37,6 +37,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = runKeys(ctx, args[1:], stdout, getenv)
 	case len(args) > 0 && args[0] == "registration-token":
 		err = runRegistrationToken(ctx, args[1:], stdout, getenv)
+	case len(args) > 0 && args[0] == "backup":
+		err = runBackup(ctx, args[1:], stdout, getenv)
+	case len(args) > 0 && args[0] == "check":
+		err = runCheck(ctx, args[1:], stdout, getenv)
 	case len(args) > 0 && (args[0] == "help" || args[0] == "-h" || args[0] == "--help"):
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -75,6 +79,8 @@ const usage = `oauthd: a single-binary OAuth 2 authorization server.
   oauthd client list | del ID | rotate-secret ID    (each takes -db PATH)
   oauthd keys rotate | list [-db PATH]              ID token signing keys
   oauthd registration-token create [-ttl 24h] [-uses 1] [-db PATH]   initial access token for RFC 7591 registration
+  oauthd backup [-db PATH] FILE                     consistent copy of the database, also while serving
+  oauthd check [-client ID -secret SECRET] URL      self-test of a running deployment (a checklist)
 
 Configuration flags can also come from OAUTHD_<FLAG> (e.g. OAUTHD_ADDR, OAUTHD_DB); a flag on
 the command line wins.
@@ -182,6 +188,9 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ln net.Listener) e
 	// ctx ends the server; startup itself runs to completion, so that a signal arriving
 	// during it still means a clean stop rather than a failed start.
 	start := context.WithoutCancel(ctx)
+	if err := checkFS(cfg, cfg.DB); err != nil {
+		return err
+	}
 	st, err := openStore(start, cfg.DB)
 	if err != nil {
 		return err
@@ -198,6 +207,9 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ln net.Listener) e
 	}
 	srv := newHTTPServer(s.routes(), log, defaultLimits)
 	log.Info("oauthd listening", "issuer", s.cfg.Issuer, "addr", ln.Addr().String(), "db", cfg.DB)
+	for _, w := range configWarnings(s.cfg, ln.Addr().String()) {
+		log.Warn(w)
+	}
 	if n, err := st.countUsers(start); err != nil {
 		return err
 	} else if n == 0 {
@@ -555,6 +567,22 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer, get
 }
 
 // runKeys is `oauthd keys rotate|list`: ID token signing keys.
+// runBackup is "oauthd backup [-db PATH] FILE".
+func runBackup(ctx context.Context, args []string, stdout io.Writer, getenv func(string) string) error {
+	fs, db := subcommandFlags("backup")
+	if err := parseFlags(fs, args, getenv, "db"); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usageError("backup: want one FILE to write (a new file)")
+	}
+	if err := backup(ctx, *db, fs.Arg(0)); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "backed up %s to %s\n", *db, fs.Arg(0))
+	return nil
+}
+
 func runKeys(ctx context.Context, args []string, stdout io.Writer, getenv func(string) string) error {
 	if len(args) == 0 || (args[0] != "rotate" && args[0] != "list") {
 		return usageError("keys: want rotate or list")

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -40,6 +41,7 @@ type config struct {
 	AllowNetFS    bool          // serve a database on NFS/SMB/CIFS anyway
 
 	KeyGen func(alg string) (crypto.Signer, error) // makes signing keys; nil means generateKey
+	FSType func(dir string) (int64, error)         // statfs f_type of a directory; nil means statfsType
 }
 
 // defaultConfig holds the production defaults.
@@ -78,6 +80,8 @@ type server struct {
 	deviceTries   *limiter // failed user-code entries per user
 	registrations *limiter // open dynamic registrations per source address
 	guard         guards   // brute-force backoff and the password-hashing bound
+
+	hostWarned atomic.Bool // a request arrived for another host than the issuer's (warned once)
 
 	dummyOnce sync.Once
 	dummyHash string // a password hash checked for unknown users, so failures cost the same
@@ -202,7 +206,8 @@ func (s *server) routes() http.Handler {
 	mux.Handle("POST /invite", s.form(s.handleInvite))
 	mux.HandleFunc("GET /reset", s.handleResetPage)
 	mux.Handle("POST /reset", s.form(s.handleReset))
-	return s.headers(http.MaxBytesHandler(mux, maxBody))
+	mux.HandleFunc("GET /healthz", s.handleHealthz)
+	return s.headers(s.watchHost(http.MaxBytesHandler(mux, maxBody)))
 }
 
 // maxBody bounds every request body.

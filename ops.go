@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Operations: health check, configuration warnings, network file systems, backups.
+
+// handleHealthz answers whether the server can reach its database: 200 {"status":"ok"} or
+// 503 {"status":"unavailable"}. It says nothing else (no version, no counts, no paths).
+func (s *server) handleHealthz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	var n int64
+	if err := s.store.queryRow(ctx, generationQuery).Scan(&n); err != nil {
+		s.log.Error("health check: the database is unreachable", "cause", err)
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// watchHost warns once when requests arrive for another host than the issuer's: clients
+// then see an iss and endpoint URLs for a host they did not call (a reverse proxy that
+// rewrites Host, or a forgotten -issuer).
+func (s *server) watchHost(next http.Handler) http.Handler {
+	want := strings.TrimPrefix(strings.TrimPrefix(s.cfg.Issuer, "https://"), "http://")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Host != "" && !strings.EqualFold(r.Host, want) && !s.hostWarned.Load() && s.hostWarned.CompareAndSwap(false, true) {
+			s.log.Warn("a request arrived for another host than the issuer's: clients will see an issuer and endpoints they did not call; set -issuer to the public URL, or make the proxy keep the Host header",
+				"request_host", r.Host, "issuer", s.cfg.Issuer)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// configWarnings are the startup warnings about a configuration that works but is unsafe.
+func configWarnings(cfg config, listen string) []string {
+	var out []string
+	u, err := url.Parse(cfg.Issuer)
+	if err != nil {
+		return nil
+	}
+	if u.Scheme == "http" && !isLoopbackName(u.Hostname()) {
+		out = append(out, fmt.Sprintf("the issuer %s is http on a non-loopback host: passwords, codes and tokens cross the network in clear text; serve it over TLS (a reverse proxy) and set -issuer https://…", cfg.Issuer))
+	}
+	if host, _, err := net.SplitHostPort(listen); err == nil && u.Scheme == "http" && !isLoopbackName(host) {
+		out = append(out, fmt.Sprintf("listening on %s (not loopback) with an http issuer: anyone on the network can reach the login page without TLS", listen))
+	}
+	return out
+}
+
+// isLoopbackName is true for localhost and loopback IP literals.
+func isLoopbackName(h string) bool {
+	return strings.EqualFold(h, "localhost") || isLoopbackHost(h)
+}
+
+// networkFSNames maps statfs f_type magic numbers of network file systems to their names.
+// SQLite's locking is unreliable there, and WAL mode needs shared memory that they do not
+// provide across machines (https://www.sqlite.org/wal.html, "WAL does not work over a
+// network filesystem").
+var networkFSNames = map[int64]string{
+	0x6969:     "NFS",
+	0x517B:     "SMB",
+	0xFF534D42: "CIFS",
+	0xFE534D42: "SMB2",
+	0x5346414F: "AFS",
+	0x00C36400: "CephFS",
+	0x01021997: "9P",
+	0x65735546: "FUSE (e.g. sshfs)",
+}
+
+// checkFS refuses a database directory on a network file system unless allowed.
+func checkFS(cfg config, dbPath string) error {
+	fsType := cfg.FSType
+	if fsType == nil {
+		fsType = statfsType
+	}
+	dir := filepath.Dir(dbPath)
+	t, err := fsType(dir)
+	if err != nil {
+		return nil // unknown: nothing to say
+	}
+	name, network := networkFSNames[t]
+	if !network || cfg.AllowNetFS {
+		return nil
+	}
+	return fmt.Errorf("the database directory %s is on %s, a network file system: SQLite's locks and its WAL shared memory are not reliable there and the database can be corrupted; put it on a local disk, or start with -allow-network-fs if this file system is known to be safe", dir, name)
+}
+
+// backup writes a consistent copy of the database at dbPath into dst with VACUUM INTO. It
+// works while the server runs (it is one read transaction); dst must not exist. The copy is
+// fsynced before backup returns; a failed copy is removed.
+func backup(ctx context.Context, dbPath, dst string) error {
+	if _, err := os.Stat(dbPath); err != nil {
+		return fmt.Errorf("database %s: %w", dbPath, err)
+	}
+	if _, err := os.Stat(dst); err == nil {
+		return fmt.Errorf("%s already exists; choose a new file name", dst)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	abs, err := filepath.Abs(dst)
+	if err != nil {
+		return err
+	}
+	db, err := sql.Open("sqlite", dsn(dbPath))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	if _, err := db.ExecContext(ctx, "VACUUM INTO ?", abs); err != nil {
+		os.Remove(abs)
+		return fmt.Errorf("backup: %w", err)
+	}
+	f, err := os.Open(abs)
+	if err == nil {
+		err = f.Sync()
+		f.Close()
+	}
+	if err == nil {
+		err = syncDir(abs)
+	}
+	if err != nil {
+		os.Remove(abs)
+		return fmt.Errorf("backup: %w", err)
+	}
+	return nil
+}
