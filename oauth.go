@@ -654,7 +654,7 @@ func (s *server) issueCode(w http.ResponseWriter, r *http.Request, req authReque
 	}, consent, now.Unix())
 	if err != nil {
 		s.log.Error("storing an authorization code failed", "client_id", req.ClientID, "cause", err)
-		http.Redirect(w, r, s.errorRedirect(req, errServerError, "the server could not store the authorization"), status)
+		http.Redirect(w, r, s.errorRedirect(req, errTemporarilyUnavailable, "the server could not store the authorization; try again shortly"), status)
 		return
 	}
 	s.log.Info("authorization code issued", "client_id", req.ClientID, "user", sess.User.Username, "scope", strings.Join(req.Scopes, " "))

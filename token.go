@@ -76,7 +76,8 @@ func (s *server) authenticateClient(ctx context.Context, r *http.Request, form u
 	}
 	c, err := s.store.lookupClient(ctx, id) // also makes the request's later cached lookups current
 	if err != nil && !errors.Is(err, errNotFound) {
-		return client{}, &oauthError{Code: errServerError, Description: "the server could not check the client", Status: 500, cause: err}
+		return client{}, &oauthError{Code: errTemporarilyUnavailable, Description: "the server could not check the client; try again shortly",
+			Status: http.StatusServiceUnavailable, cause: err}
 	}
 	if c.Public && err == nil {
 		if hasSecret && secret != "" {
