@@ -5,4 +5,6 @@ import (
 	"io"
 )
 
-func runCheck(ctx context.Context, args []string, stdout io.Writer, getenv func(string) string) error { return nil }
+func runCheck(ctx context.Context, args []string, stdout io.Writer, getenv func(string) string) error {
+	return nil
+}

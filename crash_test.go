@@ -65,7 +65,7 @@ func TestCrashSafety(t *testing.T) {
 	}
 
 	var issued, revoked []string // acknowledged, over all rounds
-	tried := map[string]bool{}    // revocations sent: without an answer their outcome is unknown
+	tried := map[string]bool{}   // revocations sent: without an answer their outcome is unknown
 	check := func(base string, toks []string, want bool) {
 		t.Helper()
 		for _, tok := range toks {
@@ -236,4 +236,3 @@ func sample(toks []string, n int) []string {
 	}
 	return out
 }
-
