@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 	"testing"
 )
 
@@ -288,5 +289,51 @@ func TestStorageFaults(t *testing.T) {
 	st.db.QueryRow("PRAGMA integrity_check").Scan(&check)
 	if check != "ok" {
 		t.Fatalf("integrity_check = %q", check)
+	}
+}
+
+// TestCheck: "oauthd check" against a live server: a checklist, non-zero exit on failures,
+// the client round trip with -client and OAUTHD_SECRET.
+func TestCheck(t *testing.T) {
+	ts := newTestServer(t)
+	ctx := context.Background()
+	svc, _ := clientSpec{Name: "svc", Scope: "read", GrantTypes: []string{grantClientCredentials}}.build()
+	c := testClient{client: svc, Secret: newSecret()}
+	c.SecretHash = hashSecret(c.Secret)
+	if err := ts.s.store.createClient(ctx, c.client); err != nil {
+		t.Fatal(err)
+	}
+	ts.s.now = time.Now // the clock check compares with this machine's
+	runIt := func(env map[string]string, args ...string) (int, string) {
+		var out, errOut bytes.Buffer
+		code := run(ctx, append([]string{"check"}, args...), nil, &out, &errOut, func(k string) string { return env[k] })
+		return code, out.String() + errOut.String()
+	}
+	code, out := runIt(map[string]string{"OAUTHD_SECRET": c.Secret}, "-client", c.ID, ts.url)
+	if code != 0 || strings.Contains(out, "FAIL") || !strings.Contains(out, "client: introspection round trip works") ||
+		!strings.Contains(out, "issuer: "+ts.url+" matches") || !strings.Contains(out, "warn  TLS: plain http") {
+		t.Fatalf("check of a healthy deployment = %d\n%s", code, out)
+	}
+	var live int
+	ts.s.store.db.QueryRow("SELECT count(*) FROM tokens").Scan(&live)
+	if live != 0 {
+		t.Fatalf("check left %d tokens behind", live)
+	}
+	// Reached under another name than its issuer: the issuer check fails, and so does the run.
+	other := strings.Replace(ts.url, "127.0.0.1", "localhost", 1)
+	code, out = runIt(nil, other)
+	if code != 1 || !strings.Contains(out, "FAIL  issuer") || !strings.Contains(out, "checks failed") {
+		t.Fatalf("check under another host = %d\n%s", code, out)
+	}
+	code, out = runIt(nil, "-client", c.ID, "-secret", "wrong", ts.url)
+	if code != 1 || !strings.Contains(out, "wrong client_id or secret") {
+		t.Fatalf("check with a wrong secret = %d\n%s", code, out)
+	}
+	if code, _ := runIt(nil, "-client", c.ID, ts.url); code != 2 {
+		t.Fatalf("-client without a secret = %d; want a usage error", code)
+	}
+	code, out = runIt(nil, "http://127.0.0.1:1")
+	if code != 1 || !strings.Contains(out, "unreachable") {
+		t.Fatalf("check of nothing = %d\n%s", code, out)
 	}
 }
