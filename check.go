@@ -58,7 +58,9 @@ func runCheck(ctx context.Context, args []string, stdout io.Writer, getenv func(
 // checkDeployment runs the checklist against the deployment at raw.
 func checkDeployment(ctx context.Context, hc *http.Client, raw, clientID, secret string, now func() time.Time) []checkResult {
 	var out []checkResult
-	add := func(status, format string, args ...any) { out = append(out, checkResult{status, fmt.Sprintf(format, args...)}) }
+	add := func(status, format string, args ...any) {
+		out = append(out, checkResult{status, fmt.Sprintf(format, args...)})
+	}
 	base, err := normalizeIssuer(strings.TrimSuffix(raw, "/"))
 	if err != nil {
 		add("FAIL", "the URL: %v", err)

@@ -14,8 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 	"testing"
+	"time"
 )
 
 // TestHealthz: 200 while the database answers, 503 when it does not; nothing else is told.
