@@ -207,7 +207,7 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("GET /reset", s.handleResetPage)
 	mux.Handle("POST /reset", s.form(s.handleReset))
 	mux.HandleFunc("GET /healthz", s.handleHealthz)
-	return s.headers(s.watchHost(http.MaxBytesHandler(mux, maxBody)))
+	return s.headers(s.watchHost(s.logRefusals(http.MaxBytesHandler(mux, maxBody))))
 }
 
 // maxBody bounds every request body.

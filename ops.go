@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -41,6 +42,37 @@ func (s *server) watchHost(next http.Handler) http.Handler {
 				"request_host", r.Host, "issuer", s.cfg.Issuer)
 		}
 		next.ServeHTTP(w, r)
+	})
+}
+
+// statusWriter remembers the status a handler answered with.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// logRefusals logs every page refused to a person (an HTML answer of 400 or more); the JSON
+// endpoints log their refusals in writeError, with the RFC 6749 error code.
+func (s *server) logRefusals(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		if sw.status >= 400 && strings.HasPrefix(w.Header().Get("Content-Type"), "text/html") {
+			level := slog.LevelInfo
+			if sw.status >= 500 {
+				level = slog.LevelError
+			}
+			s.log.Log(r.Context(), level, "page refused", "method", r.Method, "path", r.URL.Path, "status", sw.status, "from", s.sourceAddr(r))
+		}
 	})
 }
 

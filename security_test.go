@@ -1,0 +1,261 @@
+package main
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+// TestSecurityBattery walks the attacks an authorization server meets, each asserting the
+// exact answer. Several are also covered where their feature is tested; here they stand
+// together, as a checklist.
+func TestSecurityBattery(t *testing.T) {
+	ts := newTestServer(t)
+	ts.addUser("alice", "correct horse battery")
+	a := ts.addClient(false, "read", "https://app.example/cb", "https://app.example/other")
+	other := ts.addClient(false, "read", "https://other.example/cb")
+	b := ts.browser("alice", "correct horse battery")
+	b.login()
+
+	noRedirectTo := func(t *testing.T, p page, host string) {
+		t.Helper()
+		if loc := p.Header.Get("Location"); strings.Contains(loc, host) {
+			t.Fatalf("redirected to %s", loc)
+		}
+	}
+	jsonErr := func(t *testing.T, r tokenCall, status int, code string) {
+		t.Helper()
+		if r.Status != status || str(r.JSON["error"]) != code || str(r.JSON["error_description"]) == "" {
+			t.Fatalf("= %d %s; want %d %s with a description", r.Status, r.Raw, status, code)
+		}
+	}
+
+	t.Run("open redirect through login next", func(t *testing.T) {
+		for _, next := range []string{"https://evil.example/", "//evil.example/", "/\\evil.example", "javascript:alert(1)", "http:evil.example"} {
+			fresh := ts.browser("alice", "correct horse battery")
+			lp := fresh.get("/login?next=" + url.QueryEscape(next))
+			p := fresh.post("/login", url.Values{"username": {"alice"}, "password": {"correct horse battery"},
+				"csrf_token": {hidden(lp.Body, "csrf_token")}, "next": {next}})
+			if p.StatusCode != http.StatusSeeOther || p.Header.Get("Location") != "/" {
+				t.Fatalf("next=%q: %d Location %q; want 303 to /", next, p.StatusCode, p.Header.Get("Location"))
+			}
+		}
+	})
+	t.Run("open redirect through logout", func(t *testing.T) {
+		p := b.get("/oauth/logout?client_id=" + url.QueryEscape(a.ID) + "&post_logout_redirect_uri=" + url.QueryEscape("https://evil.example/bye"))
+		if p.StatusCode != http.StatusBadRequest {
+			t.Fatalf("unregistered post_logout_redirect_uri = %d", p.StatusCode)
+		}
+		noRedirectTo(t, p, "evil.example")
+	})
+	t.Run("open redirect through authorize", func(t *testing.T) {
+		q := codeRequest(a, nil)
+		for _, uri := range []string{"https://evil.example/cb", "https://app.example/cb/../evil", "https://app.example/cb?x=1", "https://app.example.evil.example/cb", "https://APP.example/cb"} {
+			q.Set("redirect_uri", uri)
+			p := b.get("/oauth/authorize?" + q.Encode())
+			if p.StatusCode != http.StatusBadRequest || !strings.Contains(p.Body, "redirect") {
+				t.Fatalf("redirect_uri %s = %d; want the 400 error page", uri, p.StatusCode)
+			}
+			noRedirectTo(t, p, "evil")
+		}
+	})
+
+	code, ver := b.getCode(a)
+	t.Run("code used by another client", func(t *testing.T) {
+		r := ts.postToken("/oauth/token", url.Values{"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {ver},
+			"redirect_uri": {"https://app.example/cb"}}, other.ID, other.Secret)
+		jsonErr(t, r, 400, errInvalidGrant)
+	})
+	t.Run("code with a different redirect_uri", func(t *testing.T) {
+		code, ver := b.getCode(a)
+		r := ts.postToken("/oauth/token", url.Values{"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {ver},
+			"redirect_uri": {"https://app.example/other"}}, a.ID, a.Secret)
+		jsonErr(t, r, 400, errInvalidGrant)
+	})
+	t.Run("PKCE downgrade: challenge sent, verifier omitted", func(t *testing.T) {
+		code, _ := b.getCode(a)
+		r := ts.postToken("/oauth/token", url.Values{"grant_type": {"authorization_code"}, "code": {code},
+			"redirect_uri": {"https://app.example/cb"}}, a.ID, a.Secret)
+		jsonErr(t, r, 400, errInvalidGrant)
+	})
+	t.Run("PKCE downgrade: no challenge, verifier sent", func(t *testing.T) {
+		q := codeRequest(a, nil)
+		q.Del("code_challenge")
+		q.Del("code_challenge_method")
+		p := b.authorize(q, "allow")
+		loc, _ := url.Parse(p.Header.Get("Location"))
+		r := ts.postToken("/oauth/token", url.Values{"grant_type": {"authorization_code"}, "code": {loc.Query().Get("code")},
+			"redirect_uri": {"https://app.example/cb"}, "code_verifier": {strings.Repeat("v", 43)}}, a.ID, a.Secret)
+		jsonErr(t, r, 400, errInvalidGrant)
+	})
+
+	fresh := ts.addClient(false, "read", "https://fresh.example/cb") // no remembered consent yet
+	consentPage := func() page {
+		p := b.authorize(codeRequest(fresh, nil), "")
+		if !strings.Contains(p.Body, `name="decision"`) {
+			t.Fatalf("no consent page: %d", p.StatusCode)
+		}
+		return p
+	}
+	t.Run("replayed consent POST", func(t *testing.T) {
+		p := consentPage()
+		form := url.Values{"csrf_token": {hidden(p.Body, "csrf_token")}, "request": {hidden(p.Body, "request")}, "decision": {"allow"}}
+		if first := b.post("/oauth/consent", form); first.StatusCode != http.StatusSeeOther || !strings.HasPrefix(first.Header.Get("Location"), "https://fresh.example/cb?code=") {
+			t.Fatalf("consent = %d %s", first.StatusCode, first.Header.Get("Location"))
+		}
+		again := b.post("/oauth/consent", form)
+		if again.StatusCode != http.StatusBadRequest || again.Header.Get("Location") != "" {
+			t.Fatalf("the same consent again = %d %s; want the 400 page, no second code", again.StatusCode, again.Header.Get("Location"))
+		}
+	})
+	t.Run("consent POST from another origin", func(t *testing.T) {
+		ts.s.store.exec(t.Context(), "DELETE FROM consents")
+		p := consentPage()
+		req, _ := http.NewRequest("POST", ts.url+"/oauth/consent", strings.NewReader(url.Values{"csrf_token": {hidden(p.Body, "csrf_token")},
+			"request": {hidden(p.Body, "request")}, "decision": {"allow"}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Origin", "https://evil.example")
+		req.Header.Set("Sec-Fetch-Site", "cross-site")
+		r := b.do(req)
+		if r.StatusCode != http.StatusForbidden || r.Header.Get("Location") != "" {
+			t.Fatalf("cross-origin consent = %d %s", r.StatusCode, r.Header.Get("Location"))
+		}
+	})
+	t.Run("authorization request with repeated parameters", func(t *testing.T) {
+		q := codeRequest(a, nil)
+		raw := q.Encode() + "&client_id=" + url.QueryEscape(other.ID)
+		if p := b.get("/oauth/authorize?" + raw); p.StatusCode != http.StatusBadRequest || p.Header.Get("Location") != "" {
+			t.Fatalf("repeated client_id = %d %s; want the 400 page", p.StatusCode, p.Header.Get("Location"))
+		}
+		raw = q.Encode() + "&scope=read"
+		p := b.get("/oauth/authorize?" + raw)
+		loc, _ := url.Parse(p.Header.Get("Location"))
+		if p.StatusCode != http.StatusFound || loc.Query().Get("error") != errInvalidRequest || loc.Query().Get("state") != q.Get("state") ||
+			!strings.HasPrefix(p.Header.Get("Location"), "https://app.example/cb?") {
+			t.Fatalf("repeated scope = %d %s; want invalid_request at the registered redirect URI", p.StatusCode, p.Header.Get("Location"))
+		}
+	})
+	t.Run("SQL metacharacters in every field", func(t *testing.T) {
+		sqlish := []string{"' OR '1'='1", "\"; DROP TABLE tokens; --", "x') UNION SELECT hash FROM tokens --", "%' --", "\x00"}
+		for _, v := range sqlish {
+			jsonErr(t, ts.postToken("/oauth/token", url.Values{"grant_type": {"client_credentials"}}, v, v), 401, errInvalidClient)
+			jsonErr(t, ts.postToken("/oauth/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {v}}, a.ID, a.Secret), 400, errInvalidGrant)
+			jsonErr(t, ts.postToken("/oauth/token", url.Values{"grant_type": {"authorization_code"}, "code": {v}, "code_verifier": {strings.Repeat("v", 43)}}, a.ID, a.Secret), 400, errInvalidGrant)
+			if r := ts.postToken("/oauth/introspect", url.Values{"token": {v}}, a.ID, a.Secret); r.Status != 200 || r.JSON["active"] != false {
+				t.Fatalf("introspect %q = %d %s", v, r.Status, r.Raw)
+			}
+			if p := ts.loginAs(v, v, ""); p.StatusCode != http.StatusUnauthorized && p.StatusCode != http.StatusTooManyRequests {
+				t.Fatalf("login as %q = %d", v, p.StatusCode)
+			}
+			q := codeRequest(a, nil)
+			q.Set("scope", v)
+			q.Set("state", v)
+			p := b.get("/oauth/authorize?" + q.Encode())
+			loc, _ := url.Parse(p.Header.Get("Location"))
+			if loc == nil || loc.Query().Get("error") != errInvalidScope || loc.Query().Get("state") != v {
+				t.Fatalf("scope %q = %d %s; want invalid_scope with the state echoed", v, p.StatusCode, p.Header.Get("Location"))
+			}
+		}
+		var n int
+		if err := ts.s.store.db.QueryRow("SELECT count(*) FROM tokens").Scan(&n); err != nil {
+			t.Fatalf("the tokens table after the battery: %v", err)
+		}
+	})
+	t.Run("1 MB bodies", func(t *testing.T) {
+		big := strings.Repeat("a", 1<<20)
+		jsonErr(t, ts.postToken("/oauth/token", url.Values{"grant_type": {"client_credentials"}, "pad": {big}}, a.ID, a.Secret), 400, errInvalidRequest)
+		jsonErr(t, ts.postToken("/oauth/introspect", url.Values{"token": {big}}, a.ID, a.Secret), 400, errInvalidRequest)
+		lp := b.get("/login")
+		p := b.post("/login", url.Values{"username": {big}, "password": {"x"}, "csrf_token": {hidden(lp.Body, "csrf_token")}})
+		if p.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Fatalf("a 1 MB login form = %d; want 413", p.StatusCode)
+		}
+		req, _ := http.NewRequest("POST", ts.url+"/oauth/register", strings.NewReader(`{"client_name":"`+big+`"}`))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest && resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("a 1 MB registration = %d", resp.StatusCode)
+		}
+	})
+	t.Run("refresh token replay after rotation", func(t *testing.T) {
+		code, ver := b.getCode(a)
+		first := ts.exchange(a, code, ver)
+		rt := str(first.JSON["refresh_token"])
+		next := ts.refresh(a, rt)
+		if next.Status != 200 {
+			t.Fatalf("rotation = %d %s", next.Status, next.Raw)
+		}
+		ts.clock.Advance(ts.s.cfg.RefreshGrace + 1e9)
+		jsonErr(t, ts.refresh(a, rt), 400, errInvalidGrant)
+		if ts.active(a, str(next.JSON["access_token"])) {
+			t.Fatal("the successor is still active after the replay")
+		}
+		jsonErr(t, ts.refresh(a, str(next.JSON["refresh_token"])), 400, errInvalidGrant)
+	})
+	t.Run("access token in the URI query", func(t *testing.T) {
+		code, ver := b.getCode(a)
+		tok := str(ts.exchange(a, code, ver).JSON["access_token"])
+		resp, err := http.Get(ts.url + "/oauth/userinfo?access_token=" + url.QueryEscape(tok))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(resp.Header.Get("WWW-Authenticate"), `error="invalid_request"`) {
+			t.Fatalf("userinfo?access_token= = %d %q; want 400 invalid_request", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+		}
+		r := ts.postToken("/oauth/introspect?access_token="+url.QueryEscape(tok), url.Values{"token": {tok}}, a.ID, a.Secret)
+		jsonErr(t, r, 400, errInvalidRequest)
+	})
+}
+
+// TestAuditLog: grants, refusals (JSON and pages) and administrator actions leave one
+// structured line each, saying who, which client and the outcome, and never a secret.
+func TestAuditLog(t *testing.T) {
+	ts := newTestServer(t)
+	ts.addUser("alice", "correct horse battery")
+	ts.addAdmin("root", "the admin password")
+	c := ts.addClient(false, "read", "https://app.example/cb")
+	b := ts.browser("alice", "correct horse battery")
+	code, ver := b.getCode(c)
+	tok := ts.exchange(c, code, ver)
+	ts.postToken("/oauth/token", url.Values{"grant_type": {"client_credentials"}}, c.ID, "not the secret")
+	b.get("/oauth/authorize?response_type=code&client_id=" + url.QueryEscape(c.ID) + "&redirect_uri=https%3A%2F%2Fevil.example%2F")
+	adm := ts.browser("root", "the admin password")
+	adm.login()
+	ap := adm.get("/admin/users")
+	adm.post("/admin/users/alice/disable", url.Values{"csrf_token": {hidden(ap.Body, "csrf_token")}})
+
+	logs := ts.logs.String()
+	for _, want := range [][]string{
+		{`msg=login`, `user=alice`, `from=127.0.0.1`},
+		{`msg="authorization code issued"`, `client_id=` + c.ID, `user=alice`},
+		{`msg="tokens issued"`, `grant_type=authorization_code`, `client_id=` + c.ID},
+		{`msg="client authentication failed"`, `client_id=` + c.ID, `known_client=true`},
+		{`msg="request refused"`, `path=/oauth/token`, `error=invalid_client`},
+		{`msg="page refused"`, `path=/oauth/authorize`, `status=400`},
+		{`msg="user disabled"`, `user=alice`, `admin=root`},
+	} {
+		found := false
+		for _, line := range strings.Split(logs, "\n") {
+			all := true
+			for _, w := range want {
+				all = all && strings.Contains(line, w)
+			}
+			found = found || all
+		}
+		if !found {
+			t.Errorf("no log line with %q in:\n%s", want, logs)
+		}
+	}
+	for _, secret := range []string{c.Secret, "not the secret", code, ver, str(tok.JSON["access_token"]), str(tok.JSON["refresh_token"]),
+		"correct horse battery", "the admin password"} {
+		if strings.Contains(logs, secret) {
+			t.Fatalf("a secret reached the log: %q", secret)
+		}
+	}
+}
