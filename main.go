@@ -213,8 +213,17 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ln net.Listener) e
 	if n, err := st.countUsers(start); err != nil {
 		return err
 	} else if n == 0 {
-		log.Warn("no users yet: create the first (admin) account at this one-time URL, or use 'oauthd user add'",
-			"setup_url", s.cfg.Issuer+"/setup?token="+s.newSetupToken())
+		// The one-time URL carries a token: it goes to a file only this account can read,
+		// never into the log.
+		file := setupURLFile(cfg.DB)
+		if err := writePrivate(file, s.cfg.Issuer+"/setup?token="+s.newSetupToken()+"\n"); err != nil {
+			log.Warn("no users yet, and the one-time setup URL could not be written; create the first (admin) account with 'oauthd user add -admin NAME'", "cause", err)
+		} else {
+			log.Warn("no users yet: open the one-time URL stored in setup_url_file (readable only by this account) to create the first (admin) account, or use 'oauthd user add -admin NAME'",
+				"setup_url_file", file)
+		}
+	} else {
+		os.Remove(setupURLFile(cfg.DB))
 	}
 	purgeDone := make(chan struct{})
 	go func() {
@@ -239,6 +248,26 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ln net.Listener) e
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// setupURLFile is where the first-run setup URL is written, next to the database.
+func setupURLFile(db string) string { return db + "-setup-url" }
+
+// writePrivate writes content to a file readable and writable only by this account.
+func writePrivate(path, content string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := f.Chmod(0o600); err != nil { // an existing file keeps its mode otherwise
+		f.Close()
+		return err
+	}
+	if _, err := f.WriteString(content); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // httpLimits bound what one connection may take: a client that sends its headers or body

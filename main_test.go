@@ -99,11 +99,20 @@ func TestServeShutdown(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- serve(ctx, cfg, slog.New(slog.NewTextHandler(logs, nil)), ln) }()
-	waitFor(t, func() bool { return strings.Contains(logs.String(), "setup_url") })
-	for _, want := range []string{"issuer=" + cfg.Issuer, "addr=" + cfg.Addr, "db=" + cfg.DB, `setup_url="` + cfg.Issuer + "/setup?token="} {
+	waitFor(t, func() bool { return strings.Contains(logs.String(), "setup_url_file") })
+	for _, want := range []string{"issuer=" + cfg.Issuer, "addr=" + cfg.Addr, "db=" + cfg.DB, "setup_url_file=" + cfg.DB + "-setup-url"} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("startup log lacks %q:\n%s", want, logs.String())
 		}
+	}
+	// The setup URL, with its token, is in a private file and not in the log.
+	fi, err := os.Stat(cfg.DB + "-setup-url")
+	setupURL, _ := os.ReadFile(cfg.DB + "-setup-url")
+	if err != nil || fi.Mode().Perm() != 0o600 || !strings.HasPrefix(string(setupURL), cfg.Issuer+"/setup?token=") {
+		t.Fatalf("the setup URL file: %v %v %q", err, fi.Mode(), setupURL)
+	}
+	if strings.Contains(logs.String(), "token=") {
+		t.Fatalf("the setup token reached the log:\n%s", logs.String())
 	}
 	if _, err := os.Stat(cfg.DB); err != nil {
 		t.Fatalf("database not created: %v", err)

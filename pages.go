@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"bytes"
 	"crypto/hmac"
 	"crypto/pbkdf2"
@@ -514,6 +515,7 @@ func (s *server) handleSetup(w http.ResponseWriter, r *http.Request) {
 	s.setupMu.Lock()
 	s.setupHash = nil
 	s.setupMu.Unlock()
+	os.Remove(setupURLFile(s.cfg.DB))
 	s.log.Info("first account created through setup", "user", u.Username)
 	if u, err = s.store.userByName(r.Context(), u.Username); err == nil {
 		err = s.startSession(w, r, u)
