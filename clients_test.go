@@ -726,12 +726,8 @@ func TestIssue4Metadata(t *testing.T) {
 func TestClientCredentialsSharedGrant(t *testing.T) {
 	ts := newTestServer(t)
 	ctx := context.Background()
-	svc, _ := clientSpec{Name: "Backup job", Scope: "read", GrantTypes: []string{"client_credentials"}}.build()
-	svcC := testClient{client: svc, Secret: newSecret()}
-	svcC.SecretHash = hashSecret(svcC.Secret)
-	if err := ts.s.store.createClient(ctx, svcC.client); err != nil {
-		t.Fatal(err)
-	}
+	svcC := ts.addServiceClient("read")
+	svc := svcC.client
 	cc := func() string {
 		r := ts.postToken("/oauth/token", url.Values{"grant_type": {"client_credentials"}}, svcC.ID, svcC.Secret)
 		if r.Status != 200 {

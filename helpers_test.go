@@ -122,6 +122,21 @@ func newTestServer(t testing.TB, edit ...func(*config)) *testServer {
 	return &testServer{t: t, s: s, srv: srv, url: srv.URL, clock: clock, logs: logs}
 }
 
+// addServiceClient registers a confidential client allowed only client_credentials, for scope.
+func (ts *testServer) addServiceClient(scope string) testClient {
+	ts.t.Helper()
+	sp, err := clientSpec{Name: "Backup job", Scope: scope, GrantTypes: []string{grantClientCredentials}}.build()
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	c := testClient{client: sp, Secret: newSecret()}
+	c.SecretHash = hashSecret(c.Secret)
+	if err := ts.s.store.createClient(context.Background(), c.client); err != nil {
+		ts.t.Fatal(err)
+	}
+	return c
+}
+
 // addUser creates a user with a fast hash and returns it.
 func (ts *testServer) addUser(name, password string) user {
 	ts.t.Helper()

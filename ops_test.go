@@ -116,12 +116,7 @@ func TestNetworkFS(t *testing.T) {
 func TestBackup(t *testing.T) {
 	ts := newTestServer(t)
 	ctx := context.Background()
-	svc, _ := clientSpec{Name: "svc", Scope: "read", GrantTypes: []string{grantClientCredentials}}.build()
-	c := testClient{client: svc, Secret: newSecret()}
-	c.SecretHash = hashSecret(c.Secret)
-	if err := ts.s.store.createClient(ctx, c.client); err != nil {
-		t.Fatal(err)
-	}
+	c := ts.addServiceClient("read")
 	issue := func() string {
 		r := ts.postToken("/oauth/token", url.Values{"grant_type": {grantClientCredentials}}, c.ID, c.Secret)
 		if r.Status != 200 {
@@ -208,14 +203,8 @@ func writerPragma(t *testing.T, st *store, pragma string) {
 // that was answered is stored, and the server recovers by itself when the disk does.
 func TestStorageFaults(t *testing.T) {
 	ts := newTestServer(t)
-	ctx := context.Background()
 	st := ts.s.store
-	svc, _ := clientSpec{Name: "svc", Scope: "read", GrantTypes: []string{grantClientCredentials}}.build()
-	c := testClient{client: svc, Secret: newSecret()}
-	c.SecretHash = hashSecret(c.Secret)
-	if err := st.createClient(ctx, c.client); err != nil {
-		t.Fatal(err)
-	}
+	c := ts.addServiceClient("read")
 	ts.addUser("alice", "correct horse battery")
 	token := func() tokenCall {
 		return ts.postToken("/oauth/token", url.Values{"grant_type": {grantClientCredentials}}, c.ID, c.Secret)
@@ -297,12 +286,7 @@ func TestStorageFaults(t *testing.T) {
 func TestCheck(t *testing.T) {
 	ts := newTestServer(t)
 	ctx := context.Background()
-	svc, _ := clientSpec{Name: "svc", Scope: "read", GrantTypes: []string{grantClientCredentials}}.build()
-	c := testClient{client: svc, Secret: newSecret()}
-	c.SecretHash = hashSecret(c.Secret)
-	if err := ts.s.store.createClient(ctx, c.client); err != nil {
-		t.Fatal(err)
-	}
+	c := ts.addServiceClient("read")
 	ts.s.now = time.Now // the clock check compares with this machine's
 	runIt := func(env map[string]string, args ...string) (int, string) {
 		var out, errOut bytes.Buffer
