@@ -1,7 +1,6 @@
 package main
 
 import (
-	"os"
 	"bytes"
 	"crypto/hmac"
 	"crypto/pbkdf2"
@@ -15,6 +14,7 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
