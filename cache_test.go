@@ -352,3 +352,27 @@ func TestCacheOwnCommitGeneration(t *testing.T) {
 		}
 	}
 }
+
+// TestCommitFailureRecovers: a COMMIT that SQLite refuses (here a deferred foreign key) fails
+// its batch, stores nothing, and leaves the writer working.
+func TestCommitFailureRecovers(t *testing.T) {
+	ts := newTestServer(t)
+	st, ctx := ts.s.store, context.Background()
+	err := st.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := st.txExec(ctx, tx, "PRAGMA defer_foreign_keys = ON"); err != nil {
+			return err
+		}
+		_, err := st.txExec(ctx, tx, "INSERT INTO tokens(hash, kind, grant_id, scope, created_at, expires_at) VALUES(x'00', 1, 987654, 'x', 0, 0)")
+		return err
+	})
+	var n int
+	st.db.QueryRow("SELECT count(*) FROM tokens").Scan(&n)
+	if err == nil || n != 0 {
+		t.Fatalf("a refused COMMIT = %v, %d rows stored", err, n)
+	}
+	for i := range 5 {
+		if _, err := st.exec(ctx, "UPDATE settings SET value = value WHERE name = ''"); err != nil {
+			t.Fatalf("write %d after a failed commit: %v", i, err)
+		}
+	}
+}
