@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/http"
@@ -41,8 +43,18 @@ func newBackoff(free int, base, max, forget time.Duration) *backoff {
 	return &backoff{free: free, base: base, max: max, forget: forget, m: map[string]*strikes{}}
 }
 
+// shortKey bounds what one key may cost: an attacker chooses usernames and client_ids.
+func shortKey(key string) string {
+	if len(key) <= 128 {
+		return key
+	}
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:])
+}
+
 // wait is how long key must still wait before its next attempt (0: go ahead).
 func (b *backoff) wait(key string, now time.Time) time.Duration {
+	key = shortKey(key)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := b.m[key]
@@ -61,6 +73,7 @@ func (b *backoff) wait(key string, now time.Time) time.Duration {
 
 // fail records a failure of key and returns the wait it now has.
 func (b *backoff) fail(key string, now time.Time) time.Duration {
+	key = shortKey(key)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := b.m[key]
@@ -85,6 +98,7 @@ func (b *backoff) fail(key string, now time.Time) time.Duration {
 
 // reset forgets key's failures.
 func (b *backoff) reset(key string) {
+	key = shortKey(key)
 	b.mu.Lock()
 	delete(b.m, key)
 	b.mu.Unlock()

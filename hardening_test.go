@@ -210,6 +210,17 @@ func TestBackoffBounded(t *testing.T) {
 	if len(b.m) > maxBackoffKeys {
 		t.Fatalf("%d keys; bound %d", len(b.m), maxBackoffKeys)
 	}
+	long := strings.Repeat("x", 60<<10) // a 60 KiB username or client_id costs a short key
+	b.fail(long, now)
+	b.fail(long, now)
+	for k := range b.m {
+		if len(k) > 128 {
+			t.Fatalf("a key of %d bytes is kept", len(k))
+		}
+	}
+	if b.wait(long, now) == 0 {
+		t.Fatal("the long key's failures were not counted")
+	}
 }
 
 // TestSlowLoris: the shipped server sets every timeout; with them scaled down, raw TCP
