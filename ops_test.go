@@ -6,9 +6,11 @@ import (
 	"database/sql"
 	"encoding/json"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"path/filepath"
 	"strconv"
@@ -319,5 +321,14 @@ func TestCheck(t *testing.T) {
 	code, out = runIt(nil, "http://127.0.0.1:1")
 	if code != 1 || !strings.Contains(out, "unreachable") {
 		t.Fatalf("check of nothing = %d\n%s", code, out)
+	}
+	// A certificate that does not verify (self-signed) is a failure, said as such.
+	tlsSrv := httptest.NewUnstartedServer(ts.s.routes())
+	tlsSrv.Config.ErrorLog = log.New(io.Discard, "", 0) // the handshake error is expected
+	tlsSrv.StartTLS()
+	defer tlsSrv.Close()
+	code, out = runIt(nil, tlsSrv.URL)
+	if code != 1 || !strings.Contains(out, "FAIL  TLS: the certificate does not verify") {
+		t.Fatalf("check of a self-signed deployment = %d\n%s", code, out)
 	}
 }
