@@ -2,7 +2,9 @@ package main
 
 import (
 	"os"
+	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // walHeader maps the first page of a WAL-mode database's -shm file read-only. Its first 48
@@ -10,9 +12,16 @@ import (
 // rewrites (iChange, mxFrame, checksums; SQLite file format §4.5). Two equal reads with no
 // change in between mean no commit happened: the caches can skip the generation query.
 type walHeader struct {
-	mem []byte
-	ino uint64
+	mem     []byte
+	ino     uint64
+	checked atomic.Int64 // when the file was last found to be the mapped one (unix ns)
 }
+
+// inodeCheckEvery is how often read makes sure the -shm file is still the mapped one. SQLite
+// only deletes it when the last connection closes, which cannot happen while the server
+// holds its own; the check is for an operator deleting or replacing files under a running
+// server, and a stat on every request cost a system call each.
+const inodeCheckEvery = time.Second
 
 // mapWALHeader maps path's -shm file; nil when it cannot (callers then always query).
 func mapWALHeader(dbPath string) *walHeader {
@@ -34,9 +43,12 @@ func mapWALHeader(dbPath string) *walHeader {
 
 // read copies the header; false when the -shm file was replaced (the mapping is stale).
 func (h *walHeader) read(dbPath string, into *[48]byte) bool {
-	var st syscall.Stat_t
-	if syscall.Stat(dbPath+"-shm", &st) != nil || st.Ino != h.ino {
-		return false
+	if now := time.Now().UnixNano(); now-h.checked.Load() >= int64(inodeCheckEvery) {
+		var st syscall.Stat_t
+		if syscall.Stat(dbPath+"-shm", &st) != nil || st.Ino != h.ino {
+			return false
+		}
+		h.checked.Store(now)
 	}
 	copy(into[:], h.mem[:48])
 	return true
