@@ -31,14 +31,14 @@ func (s *server) handleHealthz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// watchHost warns once when requests arrive for another host than the issuer's: clients
-// then see an iss and endpoint URLs for a host they did not call (a reverse proxy that
-// rewrites Host, or a forgotten -issuer).
+// watchHost warns once when requests arrive for another host than the issuer's: if clients
+// really reach the server under that name, the issuer (-issuer) is wrong and they will reject
+// its tokens and discovery; if a reverse proxy rewrites Host, the warning is harmless.
 func (s *server) watchHost(next http.Handler) http.Handler {
 	want := strings.TrimPrefix(strings.TrimPrefix(s.cfg.Issuer, "https://"), "http://")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Host != "" && !strings.EqualFold(r.Host, want) && !s.hostWarned.Load() && s.hostWarned.CompareAndSwap(false, true) {
-			s.log.Warn("a request arrived for another host than the issuer's: clients will see an issuer and endpoints they did not call; set -issuer to the public URL, or make the proxy keep the Host header",
+			s.log.Warn("a request arrived for another host than the issuer's: if clients reach oauthd under that name, set -issuer to it (they check iss and the discovery URLs); if a reverse proxy rewrites Host, ignore this",
 				"request_host", r.Host, "issuer", s.cfg.Issuer)
 		}
 		next.ServeHTTP(w, r)
