@@ -376,3 +376,36 @@ func TestCommitFailureRecovers(t *testing.T) {
 		}
 	}
 }
+
+// TestNoAnswerBeforeFlush: a write is answered only after the WAL flush covering its commit
+// returned, although the commit itself is long done.
+func TestNoAnswerBeforeFlush(t *testing.T) {
+	ts := newTestServer(t)
+	st, ctx := ts.s.store, context.Background()
+	entered, release := make(chan struct{}), make(chan struct{})
+	hold := func() error {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		<-release
+		return nil
+	}
+	st.w.syncHook.Store(&hold)
+	answered := make(chan error, 1)
+	go func() {
+		_, err := st.exec(ctx, "UPDATE settings SET value = value WHERE name = ''")
+		answered <- err
+	}()
+	<-entered // committed, now flushing
+	select {
+	case err := <-answered:
+		t.Fatalf("answered (%v) before the flush returned", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	st.w.syncHook.Store(nil)
+	close(release)
+	if err := <-answered; err != nil {
+		t.Fatal(err)
+	}
+}
