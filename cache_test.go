@@ -382,7 +382,7 @@ func TestCommitFailureRecovers(t *testing.T) {
 func TestNoAnswerBeforeFlush(t *testing.T) {
 	ts := newTestServer(t)
 	st, ctx := ts.s.store, context.Background()
-	entered, release := make(chan struct{}), make(chan struct{})
+	entered, release := make(chan struct{}, 1), make(chan struct{})
 	hold := func() error {
 		select {
 		case entered <- struct{}{}:
