@@ -102,9 +102,10 @@ func (s *server) authenticateClient(ctx context.Context, r *http.Request, form u
 // parseBasic reads client_secret_basic credentials: Basic, then base64 of id:secret, each
 // form-encoded (RFC 6749 §2.3.1).
 func parseBasic(header string) (id, secret string, oe *oauthError) {
-	r := http.Request{Header: http.Header{"Authorization": {header}}}
-	bid, bsecret, ok := r.BasicAuth()
-	if !ok {
+	scheme, b64creds, _ := strings.Cut(header, " ")
+	raw, err := base64.StdEncoding.DecodeString(b64creds)
+	bid, bsecret, ok := strings.Cut(string(raw), ":")
+	if !strings.EqualFold(scheme, "Basic") || err != nil || !ok {
 		return "", "", oerr(errInvalidClient, "the Authorization header is not valid Basic authentication")
 	}
 	id, err1 := url.QueryUnescape(bid)
