@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,6 +23,7 @@ import (
 // that doubles the wait, from base up to max. A key forgets its failures after forget
 // without one. Success resets a key.
 type backoff struct {
+	keys   atomic.Int64 // len(m): with no failures anywhere, wait and reset take no lock
 	mu     sync.Mutex
 	free   int
 	base   time.Duration
@@ -54,6 +56,9 @@ func shortKey(key string) string {
 
 // wait is how long key must still wait before its next attempt (0: go ahead).
 func (b *backoff) wait(key string, now time.Time) time.Duration {
+	if b.keys.Load() == 0 {
+		return 0
+	}
 	key = shortKey(key)
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -62,7 +67,7 @@ func (b *backoff) wait(key string, now time.Time) time.Duration {
 		return 0
 	}
 	if now.Sub(s.last) >= b.forget {
-		delete(b.m, key)
+		b.drop(key)
 		return 0
 	}
 	if d := s.until.Sub(now); d > 0 {
@@ -83,6 +88,7 @@ func (b *backoff) fail(key string, now time.Time) time.Duration {
 		}
 		s = &strikes{}
 		b.m[key] = s
+		b.keys.Store(int64(len(b.m)))
 	}
 	s.n++
 	s.last = now
@@ -98,14 +104,24 @@ func (b *backoff) fail(key string, now time.Time) time.Duration {
 
 // reset forgets key's failures.
 func (b *backoff) reset(key string) {
+	if b.keys.Load() == 0 {
+		return
+	}
 	key = shortKey(key)
 	b.mu.Lock()
-	delete(b.m, key)
+	b.drop(key)
 	b.mu.Unlock()
+}
+
+// drop deletes key. Called with mu.
+func (b *backoff) drop(key string) {
+	delete(b.m, key)
+	b.keys.Store(int64(len(b.m)))
 }
 
 // prune drops forgotten keys; if the table is still full, the ones not waiting. Called with mu.
 func (b *backoff) prune(now time.Time) {
+	defer func() { b.keys.Store(int64(len(b.m))) }()
 	for k, s := range b.m {
 		if now.Sub(s.last) >= b.forget {
 			delete(b.m, k)
