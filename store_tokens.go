@@ -1,0 +1,344 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"time"
+)
+
+// ---- codes and tokens
+
+// authCode is a stored authorization code (without the code itself).
+type authCode struct {
+	ClientID      string
+	UserID        int64
+	RedirectURI   string
+	RedirectGiven bool
+	Scope         string
+	CodeChallenge string
+	Nonce         string
+	AuthTime      int64
+	ExpiresAt     int64
+}
+
+// issueCode stores a code and, when the user approved on the consent page, the consent with it.
+func (st *store) issueCode(ctx context.Context, hash []byte, c authCode, consent []string, now int64) error {
+	return st.tx(ctx, func(tx *sql.Tx) error {
+		if consent != nil {
+			if err := st.addConsent(ctx, tx, c.UserID, c.ClientID, consent, now); err != nil {
+				return err
+			}
+		}
+		_, err := st.txExec(ctx, tx, "INSERT INTO codes(hash, client_id, user_id, redirect_uri, redirect_given, scope, code_challenge, nonce, auth_time, expires_at) "+
+			"VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", hash, c.ClientID, c.UserID, c.RedirectURI, c.RedirectGiven, c.Scope,
+			c.CodeChallenge, c.Nonce, c.AuthTime, c.ExpiresAt)
+		return err
+	})
+}
+
+// newToken is a token about to be stored: its hash and lifetime.
+type newToken struct {
+	Hash      []byte
+	Scope     string
+	ExpiresAt int64
+}
+
+// tokenPair is what one successful token request stores.
+type tokenPair struct {
+	Access  newToken
+	Refresh newToken
+}
+
+const (
+	kindAccess  = 1
+	kindRefresh = 2
+)
+
+// insertPair stores a token pair of a grant (the refresh token is optional).
+func (st *store) insertPair(ctx context.Context, tx *sql.Tx, grantID int64, p tokenPair, now int64) error {
+	const ins = "INSERT INTO tokens(hash, kind, grant_id, scope, created_at, expires_at) VALUES(?, ?, ?, ?, ?, ?)"
+	a, r := p.Access, p.Refresh
+	if r.Hash == nil {
+		_, err := st.txExec(ctx, tx, ins, a.Hash, kindAccess, grantID, a.Scope, now, a.ExpiresAt)
+		return err
+	}
+	// Both in one statement: inside the serial writer every statement counts.
+	_, err := st.txExec(ctx, tx, ins+", (?, ?, ?, ?, ?, ?)", a.Hash, kindAccess, grantID, a.Scope, now, a.ExpiresAt,
+		r.Hash, kindRefresh, grantID, r.Scope, now, r.ExpiresAt)
+	return err
+}
+
+// redeemCode exchanges a code for tokens in one write transaction: the code is looked up,
+// checked by issue (client, redirect_uri, PKCE) which makes the tokens, marked used and a grant with its tokens is
+// created. RFC 6749 §4.1.2: a code presented again revokes every token issued from it
+// (errCodeReused, committed).
+func (st *store) redeemCode(ctx context.Context, hash []byte, now int64, issue func(authCode) (tokenPair, error)) (authCode, error) {
+	var c authCode
+	var revoked int64
+	defer func() {
+		if revoked != 0 {
+			st.cache.dropGrant(revoked)
+		}
+	}()
+	err := st.tx(ctx, func(tx *sql.Tx) error {
+		revoked = 0
+		var used, grantID sql.NullInt64
+		err := st.txRow(ctx, tx, "SELECT client_id, user_id, redirect_uri, redirect_given, scope, code_challenge, nonce, auth_time, expires_at, used_at, grant_id "+
+			"FROM codes WHERE hash = ?", hash).Scan(&c.ClientID, &c.UserID, &c.RedirectURI, &c.RedirectGiven, &c.Scope,
+			&c.CodeChallenge, &c.Nonce, &c.AuthTime, &c.ExpiresAt, &used, &grantID)
+		if errors.Is(err, sql.ErrNoRows) {
+			return errNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if used.Valid {
+			if grantID.Valid {
+				if _, err := st.txExec(ctx, tx, "DELETE FROM grants WHERE id = ?", grantID.Int64); err != nil {
+					return err
+				}
+				revoked = grantID.Int64
+			}
+			return commitErr{errCodeReused}
+		}
+		if c.ExpiresAt <= now {
+			return errExpired
+		}
+		pair, err := issue(c)
+		if err != nil {
+			return err
+		}
+		var gid int64
+		if err := st.txRow(ctx, tx, "INSERT INTO grants(client_id, user_id, scope, auth_time, created_at) VALUES(?, ?, ?, ?, ?) RETURNING id",
+			c.ClientID, c.UserID, c.Scope, c.AuthTime, now).Scan(&gid); err != nil {
+			return err
+		}
+		if _, err := st.txExec(ctx, tx, "UPDATE codes SET used_at = ?, grant_id = ? WHERE hash = ?", now, gid, hash); err != nil {
+			return err
+		}
+		if err := st.touchConsent(ctx, tx, c.UserID, c.ClientID, now); err != nil {
+			return err
+		}
+		return st.insertPair(ctx, tx, gid, pair, now)
+	})
+	return c, err
+}
+
+// tokenInfo is a stored token with its grant and user, for introspection and refresh.
+type tokenInfo struct {
+	Kind          int
+	GrantID       int64
+	ClientID      string
+	Scope         string // this token's scope
+	GrantScope    string // everything the grant was given
+	CreatedAt     int64
+	ExpiresAt     int64
+	Rotated       bool
+	RotatedAt     int64
+	SuccessorHash []byte
+	SuccessorBlob []byte
+	AuthTime      int64
+	User          user
+}
+
+var tokenQuery = "SELECT t.kind, t.grant_id, g.client_id, t.scope, g.scope, t.created_at, t.expires_at, t.rotated_at, t.successor_hash, t.successor_blob, " +
+	"g.auth_time, " + userColsU + " FROM tokens t JOIN grants g ON g.id = t.grant_id LEFT JOIN users u ON u.id = g.user_id WHERE t.hash = ?"
+
+func scanToken(row rowScanner) (tokenInfo, error) {
+	var t tokenInfo
+	var rotated sql.NullInt64
+	err := row.Scan(append([]any{&t.Kind, &t.GrantID, &t.ClientID, &t.Scope, &t.GrantScope, &t.CreatedAt, &t.ExpiresAt, &rotated,
+		&t.SuccessorHash, &t.SuccessorBlob, &t.AuthTime}, t.User.dest()...)...)
+	if errors.Is(err, sql.ErrNoRows) {
+		return t, errNotFound
+	}
+	t.Rotated, t.RotatedAt = rotated.Valid, rotated.Int64
+	return t, err
+}
+
+// refreshQuery is the lean read of the token being rotated: it runs inside the serial
+// writer, so it leaves the user's profile out (only their id; issue loads more if needed).
+const refreshQuery = "SELECT t.kind, t.grant_id, g.client_id, t.scope, t.expires_at, t.rotated_at, t.successor_hash, t.successor_blob, " +
+	"g.auth_time, coalesce(g.user_id, 0) FROM tokens t JOIN grants g ON g.id = t.grant_id WHERE t.hash = ?"
+
+func scanRefresh(row rowScanner) (tokenInfo, error) {
+	var t tokenInfo
+	var rotated sql.NullInt64
+	err := row.Scan(&t.Kind, &t.GrantID, &t.ClientID, &t.Scope, &t.ExpiresAt, &rotated, &t.SuccessorHash, &t.SuccessorBlob, &t.AuthTime, &t.User.ID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return t, errNotFound
+	}
+	t.Rotated, t.RotatedAt = rotated.Valid, rotated.Int64
+	return t, err
+}
+
+// tokenByHash looks a token up; expiry and rotation are for the caller to judge.
+func (st *store) tokenByHash(ctx context.Context, hash []byte) (tokenInfo, error) {
+	return scanToken(st.queryRow(ctx, tokenQuery, hash))
+}
+
+// refreshResult says how a refresh request was answered: new tokens, or (within the grace)
+// the sealed successor that an earlier concurrent request received.
+type refreshResult struct {
+	Token         tokenInfo
+	SuccessorBlob []byte // non-nil when the grace returned an earlier successor
+}
+
+// rotateRefresh exchanges a refresh token (RFC 6749 §6) for the pair issue makes, in one
+// write transaction. The
+// old token is marked rotated and keeps the sealed successor; presenting it again within grace
+// returns that successor, later it revokes the whole grant (errRefreshReused, committed).
+func (st *store) rotateRefresh(ctx context.Context, hash []byte, clientID string, now, grace int64, issue func(tokenInfo) (tokenPair, []byte, error)) (refreshResult, error) {
+	var res refreshResult
+	var revoked int64
+	rotated := false
+	// The common case is read and prepared outside the serial writer: a live token of this
+	// client, its successor made (random values, hashes, sealing, an ID token). The writer
+	// then only checks that the token is still unrotated (a revocation deletes its row) and
+	// writes; anything else falls through to the full decision below.
+	var pre struct {
+		t      tokenInfo
+		pair   tokenPair
+		sealed []byte
+		ok     bool
+	}
+	if t, err := scanRefresh(st.queryRow(ctx, refreshQuery, hash)); err == nil && t.Kind == kindRefresh &&
+		t.ClientID == clientID && t.ExpiresAt > now && !t.Rotated {
+		if pair, sealed, err := issue(t); err == nil {
+			pre.t, pre.pair, pre.sealed, pre.ok = t, pair, sealed, true
+		}
+	}
+	err := st.tx(ctx, func(tx *sql.Tx) error {
+		revoked, rotated = 0, false
+		if pre.ok {
+			r, err := st.txExec(ctx, tx, "UPDATE tokens SET rotated_at = ?, successor_hash = ?, successor_blob = ? WHERE hash = ? AND rotated_at IS NULL",
+				now, pre.pair.Refresh.Hash, pre.sealed, hash)
+			if err != nil {
+				return err
+			}
+			if n, err := r.RowsAffected(); err == nil && n == 1 {
+				res.Token = pre.t
+				if err := st.touchConsent(ctx, tx, pre.t.User.ID, pre.t.ClientID, now); err != nil {
+					return err
+				}
+				rotated = true
+				return st.insertPair(ctx, tx, pre.t.GrantID, pre.pair, now)
+			}
+		}
+		t, err := scanRefresh(st.txRow(ctx, tx, refreshQuery, hash))
+		if err != nil {
+			return err
+		}
+		res.Token = t
+		if t.Kind != kindRefresh {
+			return errNotFound
+		}
+		if t.ClientID != clientID {
+			return errWrongClient
+		}
+		if t.ExpiresAt <= now {
+			return errExpired
+		}
+		if t.Rotated {
+			if now-t.RotatedAt <= grace && t.SuccessorBlob != nil {
+				var live int
+				err := st.txRow(ctx, tx, "SELECT count(*) FROM tokens WHERE hash = ? AND rotated_at IS NULL AND expires_at > ?",
+					t.SuccessorHash, now).Scan(&live)
+				if err != nil {
+					return err
+				}
+				if live == 1 {
+					res.SuccessorBlob = t.SuccessorBlob
+					return nil
+				}
+			}
+			if _, err := st.txExec(ctx, tx, "DELETE FROM grants WHERE id = ?", t.GrantID); err != nil {
+				return err
+			}
+			revoked = t.GrantID
+			return commitErr{errRefreshReused}
+		}
+		pair, sealed, err := issue(t)
+		if err != nil {
+			return err
+		}
+		if _, err := st.txExec(ctx, tx, "UPDATE tokens SET rotated_at = ?, successor_hash = ?, successor_blob = ? WHERE hash = ?",
+			now, pair.Refresh.Hash, sealed, hash); err != nil {
+			return err
+		}
+		if err := st.touchConsent(ctx, tx, t.User.ID, t.ClientID, now); err != nil {
+			return err
+		}
+		rotated = true
+		return st.insertPair(ctx, tx, t.GrantID, pair, now)
+	})
+	if revoked != 0 {
+		st.cache.dropGrant(revoked)
+	}
+	if rotated && err == nil {
+		st.cache.dropToken(hash) // the old refresh token is no longer active
+	}
+	return res, err
+}
+
+// revokeToken revokes a token issued to clientID (RFC 7009): an access token alone, a refresh
+// token with its whole grant.
+func (st *store) revokeToken(ctx context.Context, hash []byte, clientID string) error {
+	var t tokenInfo
+	err := st.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		if t, err = scanToken(st.txRow(ctx, tx, tokenQuery, hash)); err != nil {
+			return err
+		}
+		if t.ClientID != clientID {
+			return errWrongClient
+		}
+		if t.Kind == kindRefresh {
+			_, err = st.txExec(ctx, tx, "DELETE FROM grants WHERE id = ?", t.GrantID)
+		} else {
+			_, err = st.txExec(ctx, tx, "DELETE FROM tokens WHERE hash = ?", hash)
+		}
+		return err
+	})
+	if err == nil { // synchronously, before the revocation is acknowledged
+		if t.Kind == kindRefresh {
+			st.cache.dropGrant(t.GrantID)
+		} else {
+			st.cache.dropToken(hash)
+		}
+	}
+	return err
+}
+
+// purge deletes what has expired: codes, tokens, sessions, pending consents, sealed
+// successors past the grace, and grants left without tokens or codes.
+func (st *store) purge(ctx context.Context, now time.Time, grace time.Duration) (int64, error) {
+	n := now.Unix()
+	var total int64
+	err := st.tx(ctx, func(tx *sql.Tx) error {
+		for _, q := range []struct {
+			sql  string
+			args []any
+		}{
+			{"DELETE FROM codes WHERE expires_at <= ?", []any{n}},
+			{"DELETE FROM tokens WHERE expires_at <= ?", []any{n}},
+			{"DELETE FROM sessions WHERE expires_at <= ?", []any{n}},
+			{"DELETE FROM pending WHERE expires_at <= ?", []any{n}},
+			{"DELETE FROM device_codes WHERE expires_at <= ?", []any{n}},
+			{"DELETE FROM user_links WHERE expires_at <= ?", []any{n}},
+			{"DELETE FROM registration_tokens WHERE expires_at <= ? OR uses_left <= 0", []any{n}},
+			{"UPDATE tokens SET successor_blob = NULL WHERE successor_blob IS NOT NULL AND rotated_at < ?", []any{n - int64(grace/time.Second)}},
+			{"DELETE FROM grants WHERE NOT EXISTS (SELECT 1 FROM tokens WHERE grant_id = grants.id) AND NOT EXISTS (SELECT 1 FROM codes WHERE grant_id = grants.id)", nil},
+		} {
+			res, err := st.txExec(ctx, tx, q.sql, q.args...)
+			if err != nil {
+				return err
+			}
+			k, _ := res.RowsAffected()
+			total += k
+		}
+		return nil
+	})
+	return total, err
+}
