@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
@@ -694,5 +696,37 @@ func TestPurge(t *testing.T) {
 	<-done
 	if count("tokens") != 0 || count("grants") != 0 || count("sessions") != 0 {
 		t.Fatalf("after 31 days: tokens %d grants %d sessions %d; want none", count("tokens"), count("grants"), count("sessions"))
+	}
+}
+
+// TestSealFormats: the compact sealed successor round-trips, a blob of the first (JSON)
+// format still opens, and a wrong key or a changed byte opens nothing.
+func TestSealFormats(t *testing.T) {
+	old, other := newSecret(), newSecret()
+	v := sealedSuccessor{AccessToken: newSecret(), RefreshToken: newSecret(), Scope: "openid read", ExpiresAt: 1_800_000_000}
+	succ := hashSecret(v.RefreshToken)
+	blob := seal(graceKey(old), succ, v)
+	if len(blob) > 72+len(v.Scope)+16 {
+		t.Errorf("sealed successor of %d bytes", len(blob))
+	}
+	if got, err := unseal(graceKey(old), succ, blob); err != nil || got != v {
+		t.Fatalf("unseal = %+v, %v; want %+v", got, err, v)
+	}
+	if _, err := unseal(graceKey(other), succ, blob); err == nil {
+		t.Fatal("another token's key opened the successor")
+	}
+	blob[len(blob)-1] ^= 1
+	if _, err := unseal(graceKey(old), succ, blob); err == nil {
+		t.Fatal("a changed blob opened")
+	}
+	// The first format: random nonce, then JSON, ID token included.
+	v1 := v
+	v1.IDToken = "header.payload.signature"
+	g := graceKey(old)
+	pt, _ := json.Marshal(v1)
+	nonce := make([]byte, g.NonceSize())
+	rand.Read(nonce)
+	if got, err := unseal(g, succ, g.Seal(nonce, nonce, pt, nil)); err != nil || got != v1 {
+		t.Fatalf("unseal of the first format = %+v, %v", got, err)
 	}
 }

@@ -211,9 +211,15 @@ func TestIDToken(t *testing.T) {
 	if c2["sub"] != claims["sub"] || c2["auth_time"] != claims["auth_time"] {
 		t.Errorf("refreshed id_token sub/auth_time %v/%v; want %v/%v", c2["sub"], c2["auth_time"], claims["sub"], claims["auth_time"])
 	}
-	// Within the grace the same successor comes back, ID token included.
-	if r3 := ts.refresh(rs, str(r.JSON["refresh_token"])); str(r3.JSON["id_token"]) != str(r2.JSON["id_token"]) {
-		t.Errorf("grace answer differs in id_token")
+	// Within the grace the same successor comes back, with an ID token of the same claims
+	// (minted again: the sealed successor keeps only the two tokens, expiry and scope).
+	ts.clock.Advance(2 * time.Second)
+	r3 := ts.refresh(rs, str(r.JSON["refresh_token"]))
+	if str(r3.JSON["access_token"]) != str(r2.JSON["access_token"]) || str(r3.JSON["refresh_token"]) != str(r2.JSON["refresh_token"]) {
+		t.Fatalf("grace answer differs: %s", r3.Raw)
+	}
+	if _, c3 := ts.verifyIDToken(str(r3.JSON["id_token"]), rs, str(r3.JSON["access_token"]), nil); c3["sub"] != c2["sub"] || c3["auth_time"] != c2["auth_time"] {
+		t.Errorf("grace id_token sub/auth_time %v/%v; want %v/%v", c3["sub"], c3["auth_time"], c2["sub"], c2["auth_time"])
 	}
 
 	// openid alone: no profile claims, no refresh token.

@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"mime"
@@ -273,7 +274,7 @@ type sealedSuccessor struct {
 	RefreshToken string `json:"r"`
 	Scope        string `json:"s"`
 	ExpiresAt    int64  `json:"e"`
-	IDToken      string `json:"i,omitempty"`
+	IDToken      string `json:"i,omitempty"` // only in blobs of the first format; now re-minted
 }
 
 // graceKey derives the key that seals a successor from the old refresh token itself: the
@@ -285,15 +286,38 @@ func graceKey(oldToken string) cipher.AEAD {
 	return g
 }
 
-func seal(g cipher.AEAD, v sealedSuccessor) []byte {
-	pt, _ := json.Marshal(v)
-	nonce := make([]byte, g.NonceSize())
-	rand.Read(nonce)
-	return g.Seal(nonce, nonce, pt, nil)
+// seal encrypts a successor compactly: the raw 32 bytes of each token, the access token's
+// expiry and the scope (~90 bytes; the row of the rotated token grows by that much, and
+// bigger rows meant more page splits in the serial writer). The nonce is the start of the
+// successor's refresh token hash, which the row keeps anyway and which is new for every
+// seal. The ID token is not kept: a repeat within the grace gets a fresh one.
+func seal(g cipher.AEAD, successorHash []byte, v sealedSuccessor) []byte {
+	a, err1 := b64.DecodeString(v.AccessToken)
+	r, err2 := b64.DecodeString(v.RefreshToken)
+	if err1 != nil || err2 != nil || len(a) != 32 || len(r) != 32 || len(successorHash) < g.NonceSize() {
+		v.IDToken = ""
+		pt, _ := json.Marshal(v) // not our token format: the first, self-describing format
+		nonce := make([]byte, g.NonceSize())
+		rand.Read(nonce)
+		return g.Seal(nonce, nonce, pt, nil)
+	}
+	pt := make([]byte, 0, 72+len(v.Scope))
+	pt = append(append(pt, a...), r...)
+	pt = binary.BigEndian.AppendUint64(pt, uint64(v.ExpiresAt))
+	pt = append(pt, v.Scope...)
+	return g.Seal(nil, successorHash[:g.NonceSize()], pt, nil)
 }
 
-func unseal(g cipher.AEAD, blob []byte) (sealedSuccessor, error) {
+// unseal opens either format.
+func unseal(g cipher.AEAD, successorHash, blob []byte) (sealedSuccessor, error) {
 	var v sealedSuccessor
+	if len(successorHash) >= g.NonceSize() {
+		if pt, err := g.Open(nil, successorHash[:g.NonceSize()], blob, nil); err == nil && len(pt) >= 72 {
+			v.AccessToken, v.RefreshToken = b64.EncodeToString(pt[:32]), b64.EncodeToString(pt[32:64])
+			v.ExpiresAt, v.Scope = int64(binary.BigEndian.Uint64(pt[64:72])), string(pt[72:])
+			return v, nil
+		}
+	}
 	if len(blob) < g.NonceSize() {
 		return v, errors.New("sealed successor too short")
 	}
@@ -343,7 +367,8 @@ func (s *server) handleRefreshTokenGrant(w http.ResponseWriter, r *http.Request,
 				return tokenPair{}, nil, err
 			}
 		}
-		sealed = seal(key, sealedSuccessor{resp.AccessToken, resp.RefreshToken, resp.Scope, pair.Access.ExpiresAt, resp.IDToken})
+		sealed = seal(key, pair.Refresh.Hash, sealedSuccessor{AccessToken: resp.AccessToken, RefreshToken: resp.RefreshToken,
+			Scope: resp.Scope, ExpiresAt: pair.Access.ExpiresAt})
 		return pair, sealed, nil
 	}
 	res, err := s.store.rotateRefresh(r.Context(), hashSecret(rt), c.ID, now.Unix(), int64(s.cfg.RefreshGrace/time.Second), issue)
@@ -358,7 +383,13 @@ func (s *server) handleRefreshTokenGrant(w http.ResponseWriter, r *http.Request,
 	case err != nil:
 		s.writeError(w, r, err)
 	case res.SuccessorBlob != nil:
-		v, err := unseal(key, res.SuccessorBlob)
+		v, err := unseal(key, res.Token.SuccessorHash, res.SuccessorBlob)
+		if err == nil && v.IDToken == "" && hasScope(v.Scope, "openid") {
+			var u user
+			if u, err = s.store.userByID(r.Context(), res.Token.User.ID); err == nil {
+				v.IDToken, err = s.idToken(r.Context(), c, u, v.Scope, res.Token.AuthTime, "", v.AccessToken, now)
+			}
+		}
 		if err != nil {
 			s.writeError(w, r, err)
 			return
