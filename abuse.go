@@ -180,18 +180,21 @@ func newGuards(proxies []netip.Prefix) guards {
 	}
 }
 
-// hashSlot takes a password-hashing slot; false (after answering 429) when none frees up in
-// time. Each PBKDF2 costs ~0.15 s of a core: a flood of sign-ins must not take every core.
-func (s *server) hashSlot(w http.ResponseWriter) (release func(), ok bool) {
+// hashing runs fn, a password hash, in one of the hashing slots; false (after answering
+// 429) when none frees up in time. Each PBKDF2 costs ~0.15 s of a core: a flood of sign-ins
+// must not take every core.
+func (s *server) hashing(w http.ResponseWriter, fn func()) bool {
 	t := time.NewTimer(s.guard.hashWait)
 	defer t.Stop()
 	select {
 	case s.guard.hashing <- struct{}{}:
-		return func() { <-s.guard.hashing }, true
+		defer func() { <-s.guard.hashing }()
+		fn()
+		return true
 	case <-t.C:
 		w.Header().Set("Retry-After", "1")
 		s.errorPage(w, http.StatusTooManyRequests, "Busy", "The server is checking many passwords at the moment. Try again in a second.")
-		return nil, false
+		return false
 	}
 }
 

@@ -66,12 +66,11 @@ func (s *server) handleAdminAddUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := r.PostForm
-	release, ok := s.hashSlot(w)
-	if !ok {
+	var u user
+	var err error
+	if !s.hashing(w, func() { u, err = newUser(f.Get("username"), f.Get("password"), f.Get("admin") == "on", s.cfg.PasswordIter, s.now()) }) {
 		return
 	}
-	u, err := newUser(f.Get("username"), f.Get("password"), f.Get("admin") == "on", s.cfg.PasswordIter, s.now())
-	release()
 	if err == nil {
 		err = s.store.createUser(r.Context(), u)
 	}
@@ -192,12 +191,11 @@ func (s *server) handleInvite(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusBadRequest, "The two passwords differ.")
 		return
 	}
-	release, ok := s.hashSlot(w)
-	if !ok {
+	var u user
+	var err error
+	if !s.hashing(w, func() { u, err = newUser(f.Get("username"), f.Get("password"), false, s.cfg.PasswordIter, s.now()) }) {
 		return
 	}
-	u, err := newUser(f.Get("username"), f.Get("password"), false, s.cfg.PasswordIter, s.now())
-	release()
 	if err != nil {
 		fail(http.StatusBadRequest, sentence(err))
 		return
@@ -253,12 +251,10 @@ func (s *server) handleReset(w http.ResponseWriter, r *http.Request) {
 		s.render(w, http.StatusBadRequest, "reset", page)
 		return
 	}
-	release, ok := s.hashSlot(w)
-	if !ok {
+	var h string
+	if !s.hashing(w, func() { h, err = hashPassword(pw, s.cfg.PasswordIter) }) {
 		return
 	}
-	h, err := hashPassword(pw, s.cfg.PasswordIter)
-	release()
 	if err == nil {
 		_, err = s.store.resetPassword(r.Context(), hashSecret(tok), h, s.now().Unix())
 	}

@@ -363,12 +363,10 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		hash = s.dummy()
 	}
-	release, ok := s.hashSlot(w)
-	if !ok {
+	var good bool
+	if !s.hashing(w, func() { good = checkPassword(password, hash) }) {
 		return
 	}
-	good := checkPassword(password, hash)
-	release()
 	if !good || err != nil || u.Disabled {
 		// Only a known username is logged: an unknown one may be a password typed in the wrong box.
 		s.log.Info("login failed", "user", u.Username, "known_user", err == nil, "from", from)
@@ -490,12 +488,11 @@ func (s *server) handleSetup(w http.ResponseWriter, r *http.Request) {
 		s.render(w, http.StatusBadRequest, "newaccount", page)
 		return
 	}
-	release, ok := s.hashSlot(w)
-	if !ok {
+	var u user
+	var err error
+	if !s.hashing(w, func() { u, err = newUser(f.Get("username"), f.Get("password"), true, s.cfg.PasswordIter, s.now()) }) {
 		return
 	}
-	u, err := newUser(f.Get("username"), f.Get("password"), true, s.cfg.PasswordIter, s.now())
-	release()
 	if err != nil {
 		page.Error = sentence(err)
 		s.render(w, http.StatusBadRequest, "newaccount", page)
