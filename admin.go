@@ -68,7 +68,9 @@ func (s *server) handleAdminAddUser(w http.ResponseWriter, r *http.Request) {
 	f := r.PostForm
 	var u user
 	var err error
-	if !s.hashing(w, func() { u, err = newUser(f.Get("username"), f.Get("password"), f.Get("admin") == "on", s.cfg.PasswordIter, s.now()) }) {
+	if !s.hashing(w, func() {
+		u, err = newUser(f.Get("username"), f.Get("password"), f.Get("admin") == "on", s.cfg.PasswordIter, s.now())
+	}) {
 		return
 	}
 	if err == nil {
