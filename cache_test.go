@@ -53,7 +53,7 @@ func TestCacheRevocation(t *testing.T) {
 	cached := func(tok string) bool {
 		ts.s.store.cache.mu.Lock()
 		defer ts.s.store.cache.mu.Unlock()
-		_, ok := ts.s.store.cache.tokens[string(hashSecret(tok))]
+		_, ok := ts.s.store.cache.tokens[string(tokenKey(tok))]
 		return ok
 	}
 

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -699,34 +701,66 @@ func TestPurge(t *testing.T) {
 	}
 }
 
-// TestSealFormats: the compact sealed successor round-trips, a blob of the first (JSON)
-// format still opens, and a wrong key or a changed byte opens nothing.
+// TestSealFormats: the compact sealed successor round-trips, for timed tokens and for the
+// untimed ones of earlier versions; a blob of the first (JSON) format still opens; a wrong key
+// or a changed byte opens nothing.
 func TestSealFormats(t *testing.T) {
 	old, other := newSecret(), newSecret()
-	v := sealedSuccessor{AccessToken: newSecret(), RefreshToken: newSecret(), Scope: "openid read", ExpiresAt: 1_800_000_000}
-	succ := hashSecret(v.RefreshToken)
-	blob := seal(graceKey(old), succ, v)
-	if len(blob) > 72+len(v.Scope)+16 {
-		t.Errorf("sealed successor of %d bytes", len(blob))
+	now := time.Unix(1_800_000_000, 123_000_000)
+	for _, mk := range []func() string{newSecret, func() string { return newTokenValue(now) }} {
+		v := sealedSuccessor{AccessToken: mk(), RefreshToken: mk(), Scope: "openid read", ExpiresAt: 1_800_000_000}
+		succ := tokenKey(v.RefreshToken)
+		blob := seal(graceKey(old), succ, v)
+		if raw := len(succ); len(blob) > 2*raw+8+len(v.Scope)+16 {
+			t.Errorf("sealed successor of %d bytes", len(blob))
+		}
+		if got, err := unseal(graceKey(old), succ, blob); err != nil || got != v {
+			t.Fatalf("unseal = %+v, %v; want %+v", got, err, v)
+		}
+		if _, err := unseal(graceKey(other), succ, blob); err == nil {
+			t.Fatal("another token's key opened the successor")
+		}
+		blob[len(blob)-1] ^= 1
+		if _, err := unseal(graceKey(old), succ, blob); err == nil {
+			t.Fatal("a changed blob opened")
+		}
+		// The first format: random nonce, then JSON, ID token included.
+		v1 := v
+		v1.IDToken = "header.payload.signature"
+		g := graceKey(old)
+		pt, _ := json.Marshal(v1)
+		nonce := make([]byte, g.NonceSize())
+		rand.Read(nonce)
+		if got, err := unseal(g, succ, g.Seal(nonce, nonce, pt, nil)); err != nil || got != v1 {
+			t.Fatalf("unseal of the first format = %+v, %v", got, err)
+		}
 	}
-	if got, err := unseal(graceKey(old), succ, blob); err != nil || got != v {
-		t.Fatalf("unseal = %+v, %v; want %+v", got, err, v)
+}
+
+// TestTokenKeys: a token carries its issue time in its first 8 characters and is stored under
+// that time and its hash, so that keys issued later sort later; a token of an earlier version
+// (43 characters) is stored under its hash alone; a changed time finds nothing.
+func TestTokenKeys(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	a, b := newTokenValue(t0), newTokenValue(t0.Add(time.Millisecond))
+	if len(a) != tokenLen || len(b) != tokenLen {
+		t.Fatalf("token lengths %d, %d; want %d", len(a), len(b), tokenLen)
 	}
-	if _, err := unseal(graceKey(other), succ, blob); err == nil {
-		t.Fatal("another token's key opened the successor")
+	ka, kb := tokenKey(a), tokenKey(b)
+	if len(ka) != tokenTimeLen+32 || bytes.Compare(ka, kb) >= 0 {
+		t.Fatalf("keys %x, %x: want 38 bytes, the later one larger", ka, kb)
 	}
-	blob[len(blob)-1] ^= 1
-	if _, err := unseal(graceKey(old), succ, blob); err == nil {
-		t.Fatal("a changed blob opened")
+	if h := sha256.Sum256([]byte(a)); !bytes.Equal(ka[tokenTimeLen:], h[:]) {
+		t.Fatal("the key does not end in the hash of the whole token")
 	}
-	// The first format: random nonce, then JSON, ID token included.
-	v1 := v
-	v1.IDToken = "header.payload.signature"
-	g := graceKey(old)
-	pt, _ := json.Marshal(v1)
-	nonce := make([]byte, g.NonceSize())
-	rand.Read(nonce)
-	if got, err := unseal(g, succ, g.Seal(nonce, nonce, pt, nil)); err != nil || got != v1 {
-		t.Fatalf("unseal of the first format = %+v, %v", got, err)
+	if old := newSecret(); !bytes.Equal(tokenKey(old), hashSecret(old)) {
+		t.Fatal("an untimed token is not keyed by its hash")
+	}
+	forged := b[:8] + a[8:]
+	if bytes.Equal(tokenKey(forged)[tokenTimeLen:], ka[tokenTimeLen:]) {
+		t.Fatal("a token with another time has the same hash")
+	}
+	if k := tokenKey(strings.Repeat("*", tokenLen)); len(k) != 32 {
+		t.Fatalf("a 51-character non-token has a %d-byte key", len(k))
 	}
 }

@@ -202,7 +202,7 @@ func (s *server) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 	err := s.store.fresh(r.Context())
 	var t tokenInfo
 	if err == nil {
-		t, err = s.store.cachedToken(r.Context(), hashSecret(tok))
+		t, err = s.store.cachedToken(r.Context(), tokenKey(tok))
 	}
 	if err != nil && !errors.Is(err, errNotFound) {
 		s.writeError(w, r, err)

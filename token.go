@@ -182,11 +182,11 @@ func (s *server) handleToken(w http.ResponseWriter, r *http.Request) {
 // newPair makes a fresh access token for scope and, with refresh, a refresh token for
 // refreshScope.
 func (s *server) newPair(scope, refreshScope string, refresh bool, now time.Time) (tokenResponse, tokenPair) {
-	resp := tokenResponse{AccessToken: newSecret(), TokenType: "Bearer", ExpiresIn: int64(s.cfg.TokenTTL / time.Second), Scope: scope}
-	pair := tokenPair{Access: newToken{Hash: hashSecret(resp.AccessToken), Scope: scope, ExpiresAt: now.Add(s.cfg.TokenTTL).Unix()}}
+	resp := tokenResponse{AccessToken: newTokenValue(now), TokenType: "Bearer", ExpiresIn: int64(s.cfg.TokenTTL / time.Second), Scope: scope}
+	pair := tokenPair{Access: newToken{Hash: tokenKey(resp.AccessToken), Scope: scope, ExpiresAt: now.Add(s.cfg.TokenTTL).Unix()}}
 	if refresh {
-		resp.RefreshToken = newSecret()
-		pair.Refresh = newToken{Hash: hashSecret(resp.RefreshToken), Scope: refreshScope, ExpiresAt: now.Add(s.cfg.RefreshTTL).Unix()}
+		resp.RefreshToken = newTokenValue(now)
+		pair.Refresh = newToken{Hash: tokenKey(resp.RefreshToken), Scope: refreshScope, ExpiresAt: now.Add(s.cfg.RefreshTTL).Unix()}
 	}
 	return resp, pair
 }
@@ -286,35 +286,48 @@ func graceKey(oldToken string) cipher.AEAD {
 	return g
 }
 
-// seal encrypts a successor compactly: the raw 32 bytes of each token, the access token's
-// expiry and the scope (~90 bytes; the row of the rotated token grows by that much, and
-// bigger rows meant more page splits in the serial writer). The nonce is the start of the
-// successor's refresh token hash, which the row keeps anyway and which is new for every
-// seal. The ID token is not kept: a repeat within the grace gets a fresh one.
-func seal(g cipher.AEAD, successorHash []byte, v sealedSuccessor) []byte {
+// seal encrypts a successor compactly: the raw bytes of each token, the access token's expiry
+// and the scope (~100 bytes; the row of the rotated token grows by that much, and bigger rows
+// meant more page splits in the serial writer). The nonce is the start of the SHA-256 in the
+// successor's refresh token key, which the row keeps anyway and which is new for every seal.
+// The ID token is not kept: a repeat within the grace gets a fresh one.
+func seal(g cipher.AEAD, successorKey []byte, v sealedSuccessor) []byte {
 	a, err1 := b64.DecodeString(v.AccessToken)
 	r, err2 := b64.DecodeString(v.RefreshToken)
-	if err1 != nil || err2 != nil || len(a) != 32 || len(r) != 32 || len(successorHash) < g.NonceSize() {
+	n, nonce := sealShape(g, successorKey)
+	if err1 != nil || err2 != nil || n == 0 || len(a) != n || len(r) != n {
 		v.IDToken = ""
 		pt, _ := json.Marshal(v) // not our token format: the first, self-describing format
 		nonce := make([]byte, g.NonceSize())
 		rand.Read(nonce)
 		return g.Seal(nonce, nonce, pt, nil)
 	}
-	pt := make([]byte, 0, 72+len(v.Scope))
+	pt := make([]byte, 0, 2*n+8+len(v.Scope))
 	pt = append(append(pt, a...), r...)
 	pt = binary.BigEndian.AppendUint64(pt, uint64(v.ExpiresAt))
 	pt = append(pt, v.Scope...)
-	return g.Seal(nil, successorHash[:g.NonceSize()], pt, nil)
+	return g.Seal(nil, nonce, pt, nil)
+}
+
+// sealShape tells, from the successor's key, how long its raw tokens are (32 bytes for the
+// untimed tokens of earlier versions, 38 for timed ones; 0 for neither) and the nonce.
+func sealShape(g cipher.AEAD, successorKey []byte) (int, []byte) {
+	switch len(successorKey) {
+	case 32:
+		return 32, successorKey[:g.NonceSize()]
+	case tokenTimeLen + 32:
+		return tokenTimeLen + 32, successorKey[tokenTimeLen : tokenTimeLen+g.NonceSize()]
+	}
+	return 0, nil
 }
 
 // unseal opens either format.
-func unseal(g cipher.AEAD, successorHash, blob []byte) (sealedSuccessor, error) {
+func unseal(g cipher.AEAD, successorKey, blob []byte) (sealedSuccessor, error) {
 	var v sealedSuccessor
-	if len(successorHash) >= g.NonceSize() {
-		if pt, err := g.Open(nil, successorHash[:g.NonceSize()], blob, nil); err == nil && len(pt) >= 72 {
-			v.AccessToken, v.RefreshToken = b64.EncodeToString(pt[:32]), b64.EncodeToString(pt[32:64])
-			v.ExpiresAt, v.Scope = int64(binary.BigEndian.Uint64(pt[64:72])), string(pt[72:])
+	if n, nonce := sealShape(g, successorKey); n != 0 {
+		if pt, err := g.Open(nil, nonce, blob, nil); err == nil && len(pt) >= 2*n+8 {
+			v.AccessToken, v.RefreshToken = b64.EncodeToString(pt[:n]), b64.EncodeToString(pt[n:2*n])
+			v.ExpiresAt, v.Scope = int64(binary.BigEndian.Uint64(pt[2*n:2*n+8])), string(pt[2*n+8:])
 			return v, nil
 		}
 	}
@@ -371,7 +384,7 @@ func (s *server) handleRefreshTokenGrant(w http.ResponseWriter, r *http.Request,
 			Scope: resp.Scope, ExpiresAt: pair.Access.ExpiresAt})
 		return pair, sealed, nil
 	}
-	res, err := s.store.rotateRefresh(r.Context(), hashSecret(rt), c.ID, now.Unix(), int64(s.cfg.RefreshGrace/time.Second), issue)
+	res, err := s.store.rotateRefresh(r.Context(), tokenKey(rt), c.ID, now.Unix(), int64(s.cfg.RefreshGrace/time.Second), issue)
 	switch {
 	case errors.Is(err, errNotFound), errors.Is(err, errWrongClient):
 		s.writeError(w, r, oerr(errInvalidGrant, "unknown refresh token, or one issued to another client"))
@@ -432,7 +445,7 @@ func (s *server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	t, err := s.store.cachedToken(r.Context(), hashSecret(tok))
+	t, err := s.store.cachedToken(r.Context(), tokenKey(tok))
 	if err != nil && !errors.Is(err, errNotFound) {
 		s.writeError(w, r, err)
 		return
@@ -478,7 +491,7 @@ func (s *server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	err := s.store.revokeToken(r.Context(), hashSecret(tok), c.ID)
+	err := s.store.revokeToken(r.Context(), tokenKey(tok), c.ID)
 	switch {
 	case errors.Is(err, errWrongClient):
 		s.writeError(w, r, oerr(errUnauthorizedClient, "the token was issued to another client"))
