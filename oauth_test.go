@@ -764,3 +764,42 @@ func TestTokenKeys(t *testing.T) {
 		t.Fatalf("a 51-character non-token has a %d-byte key", len(k))
 	}
 }
+
+// TestUntimedTokens: tokens issued by an earlier version (43 characters, stored under their
+// hash alone) still introspect, refresh (into timed successors, the same one again within the
+// grace) and revoke after an upgrade.
+func TestUntimedTokens(t *testing.T) {
+	ts := newTestServer(t)
+	ts.addUser("alice", "correct horse battery")
+	c := ts.addClient(false, "read", "https://app.example/cb")
+	b := ts.browser("alice", "correct horse battery")
+	code, ver := b.getCode(c)
+	r := ts.exchange(c, code, ver)
+	if r.Status != 200 || len(str(r.JSON["access_token"])) != tokenLen || len(str(r.JSON["refresh_token"])) != tokenLen {
+		t.Fatalf("exchange = %d %s; want tokens of %d characters", r.Status, r.Raw, tokenLen)
+	}
+	// Store them as an earlier version would have: under the hash of a 43-character value.
+	oldAccess, oldRefresh := newSecret(), newSecret()
+	for now, was := range map[string]string{oldAccess: str(r.JSON["access_token"]), oldRefresh: str(r.JSON["refresh_token"])} {
+		if _, err := ts.s.store.db.Exec("UPDATE tokens SET hash = ? WHERE hash = ?", hashSecret(now), tokenKey(was)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !ts.active(c, oldAccess) {
+		t.Fatal("an untimed access token is not active")
+	}
+	first := ts.refresh(c, oldRefresh)
+	if first.Status != 200 || len(str(first.JSON["refresh_token"])) != tokenLen {
+		t.Fatalf("refresh of an untimed token = %d %s", first.Status, first.Raw)
+	}
+	if again := ts.refresh(c, oldRefresh); again.Status != 200 || str(again.JSON["refresh_token"]) != str(first.JSON["refresh_token"]) ||
+		str(again.JSON["access_token"]) != str(first.JSON["access_token"]) {
+		t.Fatalf("repeat within the grace = %d %s; want %s", again.Status, again.Raw, first.Raw)
+	}
+	if !ts.active(c, str(first.JSON["access_token"])) {
+		t.Fatal("the timed successor is not active")
+	}
+	if rv := ts.postToken("/oauth/revoke", url.Values{"token": {oldAccess}}, c.ID, c.Secret); rv.Status != 200 || ts.active(c, oldAccess) {
+		t.Fatalf("revoke of an untimed token = %d %s, still active: %v", rv.Status, rv.Raw, ts.active(c, oldAccess))
+	}
+}
