@@ -142,10 +142,13 @@ func TestCacheOtherProcess(t *testing.T) {
 	if ts.active(rs, str(tok.JSON["access_token"])) {
 		t.Error("a deleted user's token is still active (user del in another process)")
 	}
+	c.Secret = newSecret
+	if r := ts.refresh(c, str(tok.JSON["refresh_token"])); r.Status != 400 || r.JSON["error"] != "invalid_grant" {
+		t.Errorf("a deleted user's refresh token (hinted since its issue) still refreshes: %d %s", r.Status, r.Raw)
+	}
 
 	ts.addUser("bob", "bob's password!")
 	b = ts.browser("bob", "bob's password!")
-	c.Secret = newSecret
 	code, ver = b.getCode(c)
 	tok = ts.exchange(c, code, ver)
 	ts.active(rs, str(tok.JSON["access_token"]))
@@ -279,6 +282,55 @@ func TestCacheBounded(t *testing.T) {
 		if !ts.active(c, tok) {
 			t.Fatal("a token evicted from the cache is not active")
 		}
+	}
+}
+
+// TestRefreshHints: a refresh token remembered from its issue is still refused once revoked
+// (alone, or with its grant by a replay), and the hints are bounded.
+func TestRefreshHints(t *testing.T) {
+	ts := newTestServer(t)
+	ts.addUser("alice", "correct horse battery")
+	c := ts.addClient(false, "read", "https://app.example/cb")
+	b := ts.browser("alice", "correct horse battery")
+	hinted := func(rt string) bool {
+		ts.s.store.hints.mu.Lock()
+		defer ts.s.store.hints.mu.Unlock()
+		_, ok := ts.s.store.hints.m[string(tokenKey(rt))]
+		return ok
+	}
+	code, ver := b.getCode(c)
+	rt := str(ts.exchange(c, code, ver).JSON["refresh_token"])
+	if !hinted(rt) {
+		t.Fatal("no hint for a refresh token issued by a code exchange")
+	}
+	if r := ts.postToken("/oauth/revoke", url.Values{"token": {rt}}, c.ID, c.Secret); r.Status != 200 {
+		t.Fatalf("revoke = %d %s", r.Status, r.Raw)
+	}
+	if r := ts.refresh(c, rt); r.Status != 400 || r.JSON["error"] != "invalid_grant" {
+		t.Fatalf("a revoked refresh token with a hint refreshed: %d %s", r.Status, r.Raw)
+	}
+
+	// A successor is hinted too; after a replay past the grace revoked the grant, it is refused.
+	code, ver = b.getCode(c)
+	first := str(ts.exchange(c, code, ver).JSON["refresh_token"])
+	next := str(ts.refresh(c, first).JSON["refresh_token"])
+	if !hinted(next) {
+		t.Fatal("no hint for a rotated successor")
+	}
+	ts.clock.Advance(ts.s.cfg.RefreshGrace + time.Second)
+	if r := ts.refresh(c, first); r.JSON["error"] != "invalid_grant" {
+		t.Fatalf("replay after the grace = %d %s", r.Status, r.Raw)
+	}
+	if r := ts.refresh(c, next); r.Status != 400 || r.JSON["error"] != "invalid_grant" {
+		t.Fatalf("the successor of a replayed token refreshed through its hint: %d %s", r.Status, r.Raw)
+	}
+
+	var h refreshHints
+	for i := range maxRefreshHints + 100 {
+		h.put(refreshHint{key: []byte(fmt.Sprint(i))})
+	}
+	if len(h.m) != maxRefreshHints {
+		t.Fatalf("%d hints kept; bound %d", len(h.m), maxRefreshHints)
 	}
 }
 

@@ -36,6 +36,8 @@ type store struct {
 	wal     *walSync                 // the writer fsyncs the WAL through it; nil when commits sync themselves
 	lastHdr atomic.Pointer[[48]byte] // the header seen at the last generation read
 
+	hints refreshHints // recently issued refresh tokens (store_tokens.go)
+
 	touchMu sync.Mutex
 	ccGrant map[string]int64   // client id → the grant its client_credentials tokens hang off (guarded by touchMu)
 	touched map[touchKey]int64 // consents.last_used as last written by this process

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"sync"
 	"time"
 )
 
@@ -76,6 +77,7 @@ func (st *store) insertPair(ctx context.Context, tx *sql.Tx, grantID int64, p to
 func (st *store) redeemCode(ctx context.Context, hash []byte, now int64, issue func(authCode) (tokenPair, error)) (authCode, error) {
 	var c authCode
 	var revoked int64
+	var hint refreshHint
 	defer func() {
 		if revoked != 0 {
 			st.cache.dropGrant(revoked)
@@ -120,9 +122,68 @@ func (st *store) redeemCode(ctx context.Context, hash []byte, now int64, issue f
 		if err := st.touchConsent(ctx, tx, c.UserID, c.ClientID, now); err != nil {
 			return err
 		}
+		hint = hintFor(tokenInfo{GrantID: gid, ClientID: c.ClientID, AuthTime: c.AuthTime, User: user{ID: c.UserID}}, pair.Refresh)
 		return st.insertPair(ctx, tx, gid, pair, now)
 	})
+	if err == nil {
+		st.hints.put(hint)
+	}
 	return c, err
+}
+
+// refreshHints remembers the refresh tokens this process issued lately, with what the refresh
+// fast path reads before it queues its write (kind, grant, client, scope, expiry, user,
+// auth_time: none of which ever changes for a stored token), so that a client refreshing soon
+// costs no query on the read pool. A hint is only that: the writer still updates the token
+// only if its row exists and is unrotated (revocations and grant deletions remove rows), and
+// anything else goes the full way. Each hint is used once; the map is bounded.
+type refreshHints struct {
+	mu sync.Mutex
+	m  map[string]tokenInfo
+}
+
+// maxRefreshHints bounds the hints (about 1 MB).
+const maxRefreshHints = 4096
+
+// refreshHint is a refresh token's key and what the fast path reads of it.
+type refreshHint struct {
+	key []byte // nil: no refresh token was issued
+	t   tokenInfo
+}
+
+// hintFor is the hint for refresh token r, issued in grant g (grant, client, user, auth_time).
+func hintFor(g tokenInfo, r newToken) refreshHint {
+	return refreshHint{key: r.Hash, t: tokenInfo{Kind: kindRefresh, GrantID: g.GrantID, ClientID: g.ClientID, Scope: r.Scope,
+		ExpiresAt: r.ExpiresAt, AuthTime: g.AuthTime, User: user{ID: g.User.ID}}}
+}
+
+func (h *refreshHints) put(r refreshHint) {
+	if r.key == nil {
+		return
+	}
+	h.mu.Lock()
+	if h.m == nil {
+		h.m = map[string]tokenInfo{}
+	}
+	if len(h.m) >= maxRefreshHints {
+		for k := range h.m { // drop an arbitrary hint
+			delete(h.m, k)
+			break
+		}
+	}
+	h.m[string(r.key)] = r.t
+	h.mu.Unlock()
+}
+
+// take returns and forgets the hint for key.
+func (h *refreshHints) take(key []byte) (tokenInfo, bool) {
+	h.mu.Lock()
+	t, ok := h.m[string(key)]
+	if ok {
+		delete(h.m, string(key))
+	}
+	h.mu.Unlock()
+	return t, ok
 }
 
 // tokenInfo is a stored token with its grant and user, for introspection and refresh.
@@ -203,13 +264,18 @@ func (st *store) rotateRefresh(ctx context.Context, hash []byte, clientID string
 		sealed []byte
 		ok     bool
 	}
-	if t, err := scanRefresh(st.queryRow(ctx, refreshQuery, hash)); err == nil && t.Kind == kindRefresh &&
-		t.ClientID == clientID && t.ExpiresAt > now && !t.Rotated {
+	t, ok := st.hints.take(hash)
+	var err error
+	if !ok {
+		t, err = scanRefresh(st.queryRow(ctx, refreshQuery, hash))
+	}
+	if err == nil && t.Kind == kindRefresh && t.ClientID == clientID && t.ExpiresAt > now && !t.Rotated {
 		if pair, sealed, err := issue(t); err == nil {
 			pre.t, pre.pair, pre.sealed, pre.ok = t, pair, sealed, true
 		}
 	}
-	err := st.tx(ctx, func(tx *sql.Tx) error {
+	var next refreshHint // the successor, for its own refresh
+	err = st.tx(ctx, func(tx *sql.Tx) error {
 		revoked, rotated = 0, false
 		if pre.ok {
 			r, err := st.txExec(ctx, tx, "UPDATE tokens SET rotated_at = ?, successor_hash = ?, successor_blob = ? WHERE hash = ? AND rotated_at IS NULL",
@@ -222,7 +288,7 @@ func (st *store) rotateRefresh(ctx context.Context, hash []byte, clientID string
 				if err := st.touchConsent(ctx, tx, pre.t.User.ID, pre.t.ClientID, now); err != nil {
 					return err
 				}
-				rotated = true
+				rotated, next = true, hintFor(pre.t, pre.pair.Refresh)
 				return st.insertPair(ctx, tx, pre.t.GrantID, pre.pair, now)
 			}
 		}
@@ -270,7 +336,7 @@ func (st *store) rotateRefresh(ctx context.Context, hash []byte, clientID string
 		if err := st.touchConsent(ctx, tx, t.User.ID, t.ClientID, now); err != nil {
 			return err
 		}
-		rotated = true
+		rotated, next = true, hintFor(t, pair.Refresh)
 		return st.insertPair(ctx, tx, t.GrantID, pair, now)
 	})
 	if revoked != 0 {
@@ -278,6 +344,7 @@ func (st *store) rotateRefresh(ctx context.Context, hash []byte, clientID string
 	}
 	if rotated && err == nil {
 		st.cache.dropToken(hash) // the old refresh token is no longer active
+		st.hints.put(next)
 	}
 	return res, err
 }
