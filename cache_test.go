@@ -239,6 +239,98 @@ func TestGroupCommitFailure(t *testing.T) {
 	}
 }
 
+// TestOneStatementJobs: a one-statement job runs without a savepoint of its own. Failing on a
+// constraint, it is answered at once and its batch goes on; failing otherwise (SQLite may then
+// have rolled the transaction back) it gives up the whole batch: nothing of it is stored or
+// acknowledged.
+func TestOneStatementJobs(t *testing.T) {
+	ts := newTestServer(t)
+	st, w, ctx := ts.s.store, ts.s.store.w, context.Background()
+	c := ts.addServiceClient("read")
+	var gid int64
+	if err := st.tx(ctx, func(tx *sql.Tx) error {
+		return st.txRow(ctx, tx, "INSERT INTO grants(client_id, user_id, scope, auth_time, created_at) VALUES(?, NULL, 'read', 0, 0) RETURNING id", c.ID).Scan(&gid)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	insert := func(key string, ran chan struct{}) func(*sql.Tx) error {
+		return func(tx *sql.Tx) error {
+			_, err := st.txExec(ctx, tx, "INSERT INTO tokens(hash, kind, grant_id, scope, created_at, expires_at) VALUES(?, 1, ?, 'read', 0, ?)", []byte(key), gid, int64(1)<<40)
+			if ran != nil {
+				close(ran)
+			}
+			return err
+		}
+	}
+	stored := func(key string) bool {
+		var n int
+		st.db.QueryRow("SELECT count(*) FROM tokens WHERE hash = ?", []byte(key)).Scan(&n)
+		return n == 1
+	}
+	if err := st.txOne(ctx, insert("dup", nil)); err != nil {
+		t.Fatal(err)
+	}
+	// hold keeps a batch's flush waiting, so that the jobs after it share the next batch.
+	hold := func() (release func()) {
+		entered, gate := make(chan struct{}, 1), make(chan struct{})
+		h := func() error {
+			select {
+			case entered <- struct{}{}:
+			default:
+			}
+			<-gate
+			return nil
+		}
+		w.syncHook.Store(&h)
+		first := make(chan error, 1)
+		go func() { first <- st.txOne(ctx, insert("first-"+fmt.Sprint(time.Now().UnixNano()), nil)) }()
+		<-entered
+		return func() {
+			close(gate)
+			if err := <-first; err != nil {
+				t.Error(err)
+			}
+			w.syncHook.Store(nil)
+		}
+	}
+
+	release := hold()
+	okA, okC := make(chan error, 1), make(chan error, 1)
+	ran := make(chan struct{})
+	go func() { okA <- st.txOne(ctx, insert("a", ran)) }()
+	<-ran
+	if err := st.txOne(ctx, insert("dup", nil)); err == nil || statementOnly(err) == false {
+		t.Fatalf("duplicate key = %v; want a constraint failure, answered while the batch is open", err)
+	}
+	ran = make(chan struct{})
+	go func() { okC <- st.tx(ctx, insert("c", ran)) }()
+	<-ran
+	release()
+	if err1, err2 := <-okA, <-okC; err1 != nil || err2 != nil || !stored("a") || !stored("c") {
+		t.Fatalf("batch-mates of a failed one-statement job: %v, %v, stored %v %v", err1, err2, stored("a"), stored("c"))
+	}
+
+	release = hold()
+	okD := make(chan error, 1)
+	ran = make(chan struct{})
+	go func() { okD <- st.txOne(ctx, insert("d", ran)) }()
+	<-ran
+	err := st.txOne(ctx, func(tx *sql.Tx) error {
+		_, err := st.txExec(ctx, tx, "INSERT INTO grants(id, client_id, user_id, scope, auth_time, created_at) VALUES('not a number', ?, NULL, '', 0, 0)", c.ID)
+		return err
+	})
+	if err == nil || statementOnly(err) {
+		t.Fatalf("datatype mismatch = %v; want a non-constraint SQLite error", err)
+	}
+	release()
+	if err := <-okD; err == nil || stored("d") {
+		t.Fatalf("the batch of a job that failed otherwise: %v, stored %v; want it given up", err, stored("d"))
+	}
+	if err := st.txOne(ctx, insert("e", nil)); err != nil || !stored("e") {
+		t.Fatalf("after a given-up batch: %v", err)
+	}
+}
+
 // issueClientTokenOrFail stores a client token, then fails the job after writing when fail.
 func (st *store) issueClientTokenOrFail(ctx context.Context, clientID string, fail bool) error {
 	return st.tx(ctx, func(tx *sql.Tx) error {
@@ -366,7 +458,7 @@ func TestWriterClose(t *testing.T) {
 			t.Errorf("job answered %v; want nil or errClosing", err)
 		}
 	}
-	if err := st.w.do(ctx, func(*sql.Tx) error { return nil }); !errors.Is(err, errClosing) {
+	if err := st.w.do(ctx, func(*sql.Tx) error { return nil }, false); !errors.Is(err, errClosing) {
 		t.Errorf("a job after close = %v; want errClosing", err)
 	}
 	st.w = nil // Close would stop it again

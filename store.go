@@ -448,8 +448,19 @@ func (st *store) Close() error {
 //
 // With the writer running, fn joins the next group commit instead.
 func (st *store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	return st.txJob(ctx, fn, false)
+}
+
+// txOne is tx for a job of at most one statement: if fn fails, it must have written nothing
+// (its statement failed, or fn refused before or without writing). The writer runs such jobs
+// without a savepoint of their own.
+func (st *store) txOne(ctx context.Context, fn func(*sql.Tx) error) error {
+	return st.txJob(ctx, fn, true)
+}
+
+func (st *store) txJob(ctx context.Context, fn func(*sql.Tx) error, one bool) error {
 	if st.w != nil {
-		err := st.w.do(ctx, fn)
+		err := st.w.do(ctx, fn, one)
 		var ce commitErr
 		if errors.As(err, &ce) {
 			return ce.err

@@ -21,21 +21,29 @@ var (
 // without tokens, and SQLite may then give the id to a new grant). When it is not, the
 // grant is looked up or created again.
 func (st *store) issueClientToken(ctx context.Context, clientID string, tok newToken, now int64) error {
-	const ins = "INSERT INTO tokens(hash, kind, grant_id, scope, created_at, expires_at) " +
-		"SELECT ?, ?, id, ?, ?, ? FROM grants WHERE id = ? AND client_id = ? AND user_id IS NULL"
-	return st.tx(ctx, func(tx *sql.Tx) error {
-		st.touchMu.Lock()
-		gid, ok := st.ccGrant[clientID]
-		st.touchMu.Unlock()
-		if ok {
+	st.touchMu.Lock()
+	gid, ok := st.ccGrant[clientID]
+	st.touchMu.Unlock()
+	if ok {
+		// One statement, so no savepoint of its own in the batch. It re-checks the remembered
+		// grant: the purge deletes grants left without tokens, and SQLite may reuse their ids.
+		const ins = "INSERT INTO tokens(hash, kind, grant_id, scope, created_at, expires_at) " +
+			"SELECT ?, ?, id, ?, ?, ? FROM grants WHERE id = ? AND client_id = ? AND user_id IS NULL"
+		err := st.txOne(ctx, func(tx *sql.Tx) error {
 			r, err := st.txExec(ctx, tx, ins, tok.Hash, kindAccess, tok.Scope, now, tok.ExpiresAt, gid, clientID)
 			if err != nil {
 				return err
 			}
-			if n, err := r.RowsAffected(); err == nil && n == 1 {
-				return nil
+			if n, err := r.RowsAffected(); err != nil || n != 1 {
+				return errStaleGrant
 			}
+			return nil
+		})
+		if !errors.Is(err, errStaleGrant) {
+			return err
 		}
+	}
+	return st.tx(ctx, func(tx *sql.Tx) error {
 		err := st.txRow(ctx, tx, "SELECT id FROM grants WHERE client_id = ? AND user_id IS NULL ORDER BY id LIMIT 1", clientID).Scan(&gid)
 		if errors.Is(err, sql.ErrNoRows) {
 			err = st.txRow(ctx, tx, "INSERT INTO grants(client_id, user_id, scope, auth_time, created_at) VALUES(?, NULL, '', 0, ?) RETURNING id",
@@ -53,6 +61,9 @@ func (st *store) issueClientToken(ctx context.Context, clientID string, tok newT
 		return nil
 	})
 }
+
+// errStaleGrant: the grant remembered for a client's client_credentials tokens is gone.
+var errStaleGrant = errors.New("the remembered client_credentials grant is gone")
 
 // touchConsent records that a user's connection to a client was just used, to the minute:
 // a row already touched in the last minute is left alone, so that busy clients do not dirty
