@@ -41,7 +41,7 @@ func (s *server) handleClientCredentialsGrant(w http.ResponseWriter, r *http.Req
 		s.writeError(w, r, err)
 		return
 	}
-	s.log.Info("tokens issued", "grant_type", grantClientCredentials, "client_id", c.ID, "scope", scope)
+	s.logIssued(r, grantClientCredentials, c.ID, 0, scope)
 	writeJSON(w, http.StatusOK, resp)
 }
 
@@ -172,7 +172,7 @@ func (s *server) handleDeviceCodeGrant(w http.ResponseWriter, r *http.Request, c
 	case err != nil:
 		s.writeError(w, r, err)
 	default:
-		s.log.Info("tokens issued", "grant_type", grantDeviceCode, "client_id", c.ID, "user_id", d.UserID, "scope", d.Scope)
+		s.logIssued(r, grantDeviceCode, c.ID, d.UserID, d.Scope)
 		writeJSON(w, http.StatusOK, resp)
 	}
 }

@@ -249,7 +249,7 @@ func (s *server) handleAuthorizationCodeGrant(w http.ResponseWriter, r *http.Req
 	case err != nil:
 		s.writeError(w, r, err)
 	default:
-		s.log.Info("tokens issued", "grant_type", "authorization_code", "client_id", c.ID, "user_id", ac.UserID, "scope", ac.Scope)
+		s.logIssued(r, "authorization_code", c.ID, ac.UserID, ac.Scope)
 		writeJSON(w, http.StatusOK, resp)
 	}
 }
@@ -411,7 +411,7 @@ func (s *server) handleRefreshTokenGrant(w http.ResponseWriter, r *http.Request,
 		writeJSON(w, http.StatusOK, tokenResponse{AccessToken: v.AccessToken, TokenType: "Bearer", ExpiresIn: max(v.ExpiresAt-now.Unix(), 1),
 			RefreshToken: v.RefreshToken, Scope: v.Scope, IDToken: v.IDToken})
 	default:
-		s.log.Info("tokens issued", "grant_type", "refresh_token", "client_id", c.ID, "user_id", res.Token.User.ID, "scope", resp.Scope)
+		s.logIssued(r, "refresh_token", c.ID, res.Token.User.ID, resp.Scope)
 		writeJSON(w, http.StatusOK, resp)
 	}
 }
