@@ -338,7 +338,7 @@ func hashSecret(s string) []byte {
 	return h[:]
 }
 
-// Access and refresh tokens begin with their issue time: 6 bytes of Unix milliseconds, then
+// Access and refresh tokens (and authorization codes) begin with their issue time: 6 bytes of Unix milliseconds, then
 // 256 bits from crypto/rand, base64url (51 characters, the first 8 of them the time). They are
 // stored under that time followed by the SHA-256 of the whole token. The time is no secret
 // (created_at holds it too) and changing it changes the hash; what it buys is order. Keys
@@ -700,9 +700,9 @@ func (s *server) errorRedirect(req authRequest, code, desc string) string {
 // issueCode stores a new code (and the consent just given, if any) and sends the browser back
 // to the client with code, state and iss (RFC 6749 §4.1.2, RFC 9207).
 func (s *server) issueCode(w http.ResponseWriter, r *http.Request, req authRequest, sess session, consent []string, status int) {
-	code := newSecret()
 	now := s.now()
-	err := s.store.issueCode(r.Context(), hashSecret(code), authCode{
+	code := newTokenValue(now) // time-ordered like tokens: codes append to their table too
+	err := s.store.issueCode(r.Context(), tokenKey(code), authCode{
 		ClientID: req.ClientID, UserID: sess.User.ID, RedirectURI: req.RedirectURI, RedirectGiven: req.RedirectGiven,
 		Scope: strings.Join(req.Scopes, " "), CodeChallenge: req.CodeChallenge, Nonce: req.Nonce,
 		AuthTime: sess.AuthTime, ExpiresAt: now.Add(s.cfg.CodeTTL).Unix(),

@@ -765,16 +765,23 @@ func TestTokenKeys(t *testing.T) {
 	}
 }
 
-// TestUntimedTokens: tokens issued by an earlier version (43 characters, stored under their
-// hash alone) still introspect, refresh (into timed successors, the same one again within the
-// grace) and revoke after an upgrade.
+// TestUntimedTokens: codes and tokens issued by an earlier version (43 characters, stored
+// under their hash alone) still redeem, introspect, refresh (into timed successors, the same
+// one again within the grace) and revoke after an upgrade.
 func TestUntimedTokens(t *testing.T) {
 	ts := newTestServer(t)
 	ts.addUser("alice", "correct horse battery")
 	c := ts.addClient(false, "read", "https://app.example/cb")
 	b := ts.browser("alice", "correct horse battery")
 	code, ver := b.getCode(c)
-	r := ts.exchange(c, code, ver)
+	oldCode := newSecret()
+	if len(code) != tokenLen {
+		t.Fatalf("a code of %d characters; want %d", len(code), tokenLen)
+	}
+	if _, err := ts.s.store.db.Exec("UPDATE codes SET hash = ? WHERE hash = ?", hashSecret(oldCode), tokenKey(code)); err != nil {
+		t.Fatal(err)
+	}
+	r := ts.exchange(c, oldCode, ver)
 	if r.Status != 200 || len(str(r.JSON["access_token"])) != tokenLen || len(str(r.JSON["refresh_token"])) != tokenLen {
 		t.Fatalf("exchange = %d %s; want tokens of %d characters", r.Status, r.Raw, tokenLen)
 	}

@@ -237,7 +237,7 @@ func (s *server) handleAuthorizationCodeGrant(w http.ResponseWriter, r *http.Req
 		}
 		return pair, nil
 	}
-	ac, err := s.store.redeemCode(r.Context(), hashSecret(code), now.Unix(), verify)
+	ac, err := s.store.redeemCode(r.Context(), tokenKey(code), now.Unix(), verify)
 	switch {
 	case errors.Is(err, errNotFound):
 		s.writeError(w, r, oerr(errInvalidGrant, "unknown authorization code"))
