@@ -267,6 +267,11 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	if err != nil {
 		status, b = http.StatusInternalServerError, []byte(`{"error":"server_error"}`)
 	}
+	writeJSONBody(w, status, b)
+}
+
+// writeJSONBody answers b, a JSON value, the way writeJSON does.
+func writeJSONBody(w http.ResponseWriter, status int, b []byte) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
