@@ -343,19 +343,20 @@ func hashSecret(s string) []byte {
 	return h[:]
 }
 
-// Access and refresh tokens (and authorization codes) begin with their issue time: 6 bytes of Unix milliseconds, then
-// 256 bits from crypto/rand, base64url (51 characters, the first 8 of them the time). They are
-// stored under that time followed by the SHA-256 of the whole token. The time is no secret
-// (created_at holds it too) and changing it changes the hash; what it buys is order. Keys
-// that were pure hashes sent every new token, and its entries in the grant and expiry
-// indexes, to a random page of a large b-tree: each commit wrote one page per index per
-// token, ~15 KB of write-ahead log per client_credentials token. Time-ordered keys append.
+// Access and refresh tokens and authorization codes begin with their issue time: 6 bytes of
+// Unix milliseconds, then 256 bits from crypto/rand, base64url (51 characters, the first 8 of
+// them the time). They are stored under that time followed by the SHA-256 of the whole value.
+// The time is no secret (created_at holds it too) and changing it changes the hash; what it
+// buys is order. Keys that were pure hashes sent every new token, and its entries in the
+// grant and expiry indexes, to a random page of a large b-tree: each commit wrote one page
+// per index per token, ~15 KB of write-ahead log per client_credentials token. Time-ordered
+// keys append.
 const (
 	tokenTimeLen = 6
 	tokenLen     = 51 // base64url of 6 + 32 bytes
 )
 
-// newTokenValue makes an access or refresh token issued at now.
+// newTokenValue makes an access or refresh token, or a code, issued at now.
 func newTokenValue(now time.Time) string {
 	var b [tokenTimeLen + 32]byte
 	ms := uint64(now.UnixMilli())
@@ -366,9 +367,9 @@ func newTokenValue(now time.Time) string {
 	return b64.EncodeToString(b[:])
 }
 
-// tokenKey is the key a presented access or refresh token is stored under: its time and its
-// hash, or only its hash for the 43-character tokens of earlier versions (and for anything
-// that is not a token of ours, which then matches nothing).
+// tokenKey is the key a presented token or code is stored under: its time and its hash, or
+// only its hash for the 43-character values of earlier versions (and for anything that is not
+// one of ours, which then matches nothing).
 func tokenKey(tok string) []byte {
 	h := sha256.Sum256([]byte(tok))
 	if len(tok) == tokenLen {

@@ -231,7 +231,8 @@ func statementOnly(err error) bool {
 // sqliteConstraint is SQLITE_CONSTRAINT, the primary result code of a constraint failure.
 const sqliteConstraint = 19
 
-// abort rolls b back when its savepoint bookkeeping failed, answering its jobs and j.
+// abort rolls b back when its savepoint bookkeeping failed, or a job without a savepoint
+// failed in a way that may have ended the transaction, answering its jobs and j.
 func (w *writer) abort(b *batch, j writeJob, err error) *batch {
 	b.tx.Rollback()
 	b.fail(err)
