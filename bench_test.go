@@ -86,6 +86,14 @@ func procIO() (v [2]float64) {
 }
 
 // startTimer resets the benchmark timer and takes the CPU and I/O readings report uses.
+// runParallel times body on benchParallelism goroutines per core, counting allocations.
+func runParallel(b *testing.B, body func(*testing.PB)) {
+	b.ReportAllocs()
+	b.SetParallelism(benchParallelism)
+	startTimer(b)
+	b.RunParallel(body)
+}
+
 func startTimer(b *testing.B) {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
@@ -172,10 +180,7 @@ func (p poster) req(body string) *http.Request {
 
 func BenchmarkBaseline(b *testing.B) {
 	ts := benchServer(b)
-	b.ReportAllocs()
-	b.SetParallelism(benchParallelism)
-	startTimer(b)
-	b.RunParallel(func(pb *testing.PB) {
+	runParallel(b, func(pb *testing.PB) {
 		for pb.Next() {
 			req, _ := http.NewRequest("GET", ts.url+"/bench/baseline", nil)
 			mustDo(b, req, 200)
@@ -211,10 +216,7 @@ func BenchmarkIntrospect(b *testing.B) {
 func benchIntrospect(b *testing.B, ts *testServer, c testClient, tok string) {
 	form := url.Values{"token": {tok}, "token_type_hint": {"access_token"}}.Encode()
 	p := newPoster(ts.url+"/oauth/introspect", c)
-	b.ReportAllocs()
-	b.SetParallelism(benchParallelism)
-	startTimer(b)
-	b.RunParallel(func(pb *testing.PB) {
+	runParallel(b, func(pb *testing.PB) {
 		for pb.Next() {
 			body := mustDo(b, p.req(form), 200)
 			if !strings.Contains(string(body), `"active":true`) {
@@ -227,18 +229,10 @@ func benchIntrospect(b *testing.B, ts *testServer, c testClient, tok string) {
 
 func BenchmarkClientCredentials(b *testing.B) {
 	ts := benchServer(b)
-	sp, _ := clientSpec{Name: "bench", Scope: "read", GrantTypes: []string{grantClientCredentials}}.build()
-	c := testClient{client: sp}
-	c.Secret = c.issueSecret()
-	if err := ts.s.store.createClient(context.Background(), c.client); err != nil {
-		b.Fatal(err)
-	}
+	c := ts.addServiceClient("read")
 	form := url.Values{"grant_type": {grantClientCredentials}}.Encode()
 	p := newPoster(ts.url+"/oauth/token", c)
-	b.ReportAllocs()
-	b.SetParallelism(benchParallelism)
-	startTimer(b)
-	b.RunParallel(func(pb *testing.PB) {
+	runParallel(b, func(pb *testing.PB) {
 		for pb.Next() {
 			mustDo(b, p.req(form), 200)
 		}
@@ -258,10 +252,7 @@ func BenchmarkRefresh(b *testing.B) {
 		chains <- str(ts.exchange(c, code, ver).JSON["refresh_token"])
 	}
 	p := newPoster(ts.url+"/oauth/token", c)
-	b.ReportAllocs()
-	b.SetParallelism(benchParallelism)
-	startTimer(b)
-	b.RunParallel(func(pb *testing.PB) {
+	runParallel(b, func(pb *testing.PB) {
 		rt := <-chains
 		for pb.Next() {
 			body := mustDo(b, p.req("grant_type=refresh_token&refresh_token="+url.QueryEscape(rt)), 200)
@@ -300,10 +291,7 @@ func BenchmarkCodeFlow(b *testing.B) {
 		}
 	}
 	p := newPoster(ts.url+"/oauth/token", c)
-	b.ReportAllocs()
-	b.SetParallelism(benchParallelism)
-	startTimer(b)
-	b.RunParallel(func(pb *testing.PB) {
+	runParallel(b, func(pb *testing.PB) {
 		for pb.Next() {
 			var verifier string
 			q := codeRequest(c, &verifier)

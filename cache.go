@@ -35,13 +35,6 @@ func newCache() *cache {
 	return &cache{clients: map[string]client{}, tokens: map[string]tokenInfo{}, max: maxCachedTokens}
 }
 
-// begin returns the epoch a reader starts from.
-func (c *cache) begin() uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.epoch
-}
-
 // flush drops everything.
 func (c *cache) flush() {
 	c.mu.Lock()
@@ -186,8 +179,8 @@ func (st *store) lookupClient(ctx context.Context, id string) (client, error) {
 // cachedClient is clientByID through the cache. The caller has called fresh during this
 // request (authenticateClient does), so that changes by other processes are seen.
 func (st *store) cachedClient(ctx context.Context, id string) (client, error) {
-	e := st.cache.begin()
 	st.cache.mu.Lock()
+	e := st.cache.epoch // the epoch this reader starts from, read with the lookup
 	c, ok := st.cache.clients[id]
 	st.cache.mu.Unlock()
 	if ok {
@@ -208,8 +201,8 @@ func (st *store) cachedClient(ctx context.Context, id string) (client, error) {
 // cachedToken is tokenByHash through the bounded token cache; unknown tokens are not cached.
 // As with cachedClient, the caller has called fresh during this request.
 func (st *store) cachedToken(ctx context.Context, hash []byte) (tokenInfo, error) {
-	e := st.cache.begin()
 	st.cache.mu.Lock()
+	e := st.cache.epoch
 	t, ok := st.cache.tokens[string(hash)]
 	st.cache.mu.Unlock()
 	if ok {

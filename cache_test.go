@@ -165,12 +165,7 @@ func TestCacheOtherProcess(t *testing.T) {
 // acknowledged or stored; a failing job does not take its batch-mates down with it.
 func TestGroupCommitFailure(t *testing.T) {
 	ts := newTestServer(t)
-	sp, _ := clientSpec{Name: "svc", Scope: "read", GrantTypes: []string{grantClientCredentials}}.build()
-	c := testClient{client: sp}
-	c.Secret = c.issueSecret()
-	if err := ts.s.store.createClient(context.Background(), c.client); err != nil {
-		t.Fatal(err)
-	}
+	c := ts.addServiceClient("read")
 	count := func() (n int) {
 		ts.s.store.db.QueryRow("SELECT count(*) FROM tokens").Scan(&n)
 		return n

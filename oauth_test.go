@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -317,6 +318,9 @@ func TestTokenErrors(t *testing.T) {
 		{"params in URL", "POST", "/oauth/token?client_secret=x", form, "grant_type=refresh_token&refresh_token=x", cred, 400, errInvalidRequest},
 		{"repeated parameter", "POST", "/oauth/token", form, "grant_type=refresh_token&refresh_token=a&refresh_token=b", cred, 400, errInvalidRequest},
 		{"body too large", "POST", "/oauth/token", form, "grant_type=refresh_token&refresh_token=" + strings.Repeat("a", 70<<10), cred, 400, errInvalidRequest},
+		{"invalid percent-encoding", "POST", "/oauth/token", form, "grant_type=refresh_token&refresh_token=%zz", cred, 400, errInvalidRequest},
+		{"semicolon separator", "POST", "/oauth/token", form, "grant_type=refresh_token;refresh_token=x", cred, 400, errInvalidRequest},
+		{"form with a charset read", "POST", "/oauth/token", form + "; charset=UTF-8", "grant_type=refresh_token&refresh_token=nope", cred, 400, errInvalidGrant},
 		{"no client auth", "POST", "/oauth/token", form, "grant_type=refresh_token&refresh_token=x", nil, 401, errInvalidClient},
 		{"unknown client", "POST", "/oauth/token", form, "grant_type=refresh_token&refresh_token=x", basic("nope", "x"), 401, errInvalidClient},
 		{"wrong secret", "POST", "/oauth/token", form, "grant_type=refresh_token&refresh_token=x", basic(c.ID, "wrong"), 401, errInvalidClient},
@@ -396,6 +400,20 @@ func TestTokenErrors(t *testing.T) {
 		defer resp.Body.Close()
 		if r := decodeCall(resp); r.Status != 200 {
 			t.Fatalf("introspect with %%-encoded Basic secret = %d %s", r.Status, r.Raw)
+		}
+	})
+	t.Run("chunked body", func(t *testing.T) {
+		// No Content-Length: the form is read to its end instead of into a buffer of that size.
+		req, _ := http.NewRequest("POST", ts.url+"/oauth/introspect", io.MultiReader(strings.NewReader("token=x&token_type_hint="), strings.NewReader("access_token")))
+		req.Header.Set("Content-Type", form)
+		req.SetBasicAuth(c.ID, c.Secret)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if r := decodeCall(resp); r.Status != 200 || r.JSON["active"] != false {
+			t.Fatalf("chunked introspection = %d %s", r.Status, r.Raw)
 		}
 	})
 	t.Run("client_secret_post", func(t *testing.T) {
