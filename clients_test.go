@@ -341,7 +341,7 @@ func (ts *testServer) registrationToken(uses int) string {
 func TestDynamicRegistration(t *testing.T) {
 	good := map[string]any{"client_name": "MCP Inspector", "redirect_uris": []string{"http://127.0.0.1:6274/oauth/callback"},
 		"grant_types": []string{"authorization_code", "refresh_token"}, "response_types": []string{"code"}, "token_endpoint_auth_method": "none",
-		"scope": "openid read"}
+		"scope": "openid profile"}
 	with := func(k string, v any) map[string]any {
 		m := map[string]any{}
 		for a, b := range good {
@@ -409,7 +409,7 @@ func TestDynamicRegistration(t *testing.T) {
 		pub.client, _ = ts.s.store.clientByID(context.Background(), str(r.JSON["client_id"]))
 		b := ts.browser("alice", "correct horse battery")
 		q := codeRequest(pub, nil)
-		q.Set("scope", "openid read")
+		q.Set("scope", "openid profile")
 		if p := b.authorize(q, ""); !strings.Contains(p.Body, "registered by the app itself, not by your administrator") {
 			t.Error("the consent page does not mark a self-registered client")
 		}

@@ -44,8 +44,9 @@ type clientMetadata struct {
 }
 
 // spec turns metadata into a client registration, checking what RFC 7591 §2 asks: a known
-// token_endpoint_auth_method, grant_types consistent with response_types, scopes oauthd knows.
-func (m clientMetadata) spec(known []string) (clientSpec, *oauthError) {
+// token_endpoint_auth_method, grant_types consistent with response_types; and what oauthd
+// asks: scopes and grants within lim.
+func (m clientMetadata) spec(lim registrationLimit) (clientSpec, *oauthError) {
 	sp := clientSpec{Name: m.ClientName, Scope: m.Scope, RedirectURIs: m.RedirectURIs, PostLogoutURIs: m.PostLogoutRedirectURIs,
 		IDTokenAlg: m.IDTokenSignedResponseAlg, LogoURI: m.LogoURI, ClientURI: m.ClientURI, Dynamic: true}
 	switch m.TokenEndpointAuthMethod {
@@ -83,11 +84,39 @@ func (m clientMetadata) spec(known []string) (clientSpec, *oauthError) {
 		return sp, oerr(errInvalidClientMetadata, "scope has characters outside RFC 6749 §3.3")
 	}
 	for _, sc := range scopes {
-		if !slices.Contains(known, sc) {
-			return sp, oerr(errInvalidClientMetadata, "scope %q is not offered by this server (see scopes_supported)", sc)
+		if !slices.Contains(lim.scopes, sc) {
+			return sp, oerr(errInvalidClientMetadata, "scope %q is not open to dynamic registration on this server: the administrator can open it with -registration-scopes or list it in the initial access token (oauthd registration-token create -scope)", sc)
+		}
+	}
+	for _, g := range sp.GrantTypes {
+		if !slices.Contains(lim.grants, g) && slices.Contains(knownGrants, g) {
+			return sp, oerr(errInvalidClientMetadata, "grant type %q is not open to dynamic registration: it needs an initial access token made with oauthd registration-token create -grant %s", g, g)
 		}
 	}
 	return sp, nil
+}
+
+// knownGrants are the grant types oauthd implements.
+var knownGrants = []string{grantAuthorizationCode, grantRefreshToken, grantClientCredentials, grantDeviceCode}
+
+// userGrants are the grants in which a person signs in and consents: a client nobody vetted may
+// have them. client_credentials acts without a person, so only an initial access token that
+// lists it opens it.
+var userGrants = []string{grantAuthorizationCode, grantRefreshToken, grantDeviceCode}
+
+// registrationLimit is what a dynamically registered client may have (issue 11): the built-in
+// OpenID scopes, the scopes the operator opened with -registration-scopes and, with an initial
+// access token, the scopes and grants that token lists. An RFC 7592 update stays within the
+// same limit, which the client keeps (reg_scopes, reg_grants).
+type registrationLimit struct {
+	scopes, grants []string
+}
+
+// registrationLimit builds the limit for a registration whose initial access token opened
+// tokScopes and tokGrants (none without a token).
+func (s *server) registrationLimit(tokScopes, tokGrants []string) registrationLimit {
+	sc := append(append(slices.Clone(builtinScopes), strings.Fields(s.cfg.RegistrationScopes)...), tokScopes...)
+	return registrationLimit{scopes: sc, grants: append(slices.Clone(userGrants), tokGrants...)}
 }
 
 // metadataOf describes a registered client as RFC 7591 §3.2.1 and RFC 7592 §3 answer it.
@@ -200,12 +229,18 @@ func (s *server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, oe)
 		return
 	}
-	known, err := s.store.allScopes(r.Context())
-	if err != nil {
-		s.writeError(w, r, err)
-		return
+	var rt registrationTokenLimit
+	if tok != "" {
+		var err error
+		if rt, err = s.store.registrationTokenLimit(r.Context(), hashSecret(tok), now.Unix()); errors.Is(err, errNotFound) {
+			bearerError(w, http.StatusUnauthorized, "invalid_token", "the initial access token is unknown, used up or expired")
+			return
+		} else if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
 	}
-	sp, oe := m.spec(append(known, builtinScopes...))
+	sp, oe := m.spec(s.registrationLimit(rt.Scopes, rt.Grants))
 	if oe != nil {
 		s.writeError(w, r, oe)
 		return
@@ -220,6 +255,7 @@ func (s *server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.CreatedAt = now.Unix()
+	c.RegScopes, c.RegGrants = rt.Scopes, rt.Grants
 	secret, regToken := c.issueSecret(), newSecret()
 	c.RegistrationHash = hashSecret(regToken)
 	err = s.store.registerClient(r.Context(), c, hashSecret(tok), tok != "", now.Unix())
@@ -281,12 +317,9 @@ func (s *server) handleRegistrationPut(w http.ResponseWriter, r *http.Request) {
 	}
 	var sp clientSpec
 	if oe == nil {
-		known, err := s.store.allScopes(r.Context())
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		sp, oe = m.spec(append(known, builtinScopes...))
+		// RFC 7592 §2.2: an update is checked like a registration, within the limit the
+		// client was registered with; it can never widen it.
+		sp, oe = m.spec(s.registrationLimit(c.RegScopes, c.RegGrants))
 	}
 	if oe == nil && sp.Public != c.Public {
 		oe = oerr(errInvalidClientMetadata, "token_endpoint_auth_method cannot change between public and confidential; register a new client")
@@ -334,15 +367,31 @@ func (st *store) registerClient(ctx context.Context, c client, tokenHash []byte,
 				return err
 			}
 		}
-		_, err := st.txExec(ctx, tx, "INSERT INTO clients(id, created_at, "+clientWriteCols+") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-			append([]any{c.ID, c.CreatedAt}, clientArgs(c)...)...)
+		_, err := st.txExec(ctx, tx, insertClientSQL, append([]any{c.ID, c.CreatedAt}, clientArgs(c)...)...)
 		return err
 	})
 }
 
-// createRegistrationToken stores an initial access token usable uses times until expires.
-func (st *store) createRegistrationToken(ctx context.Context, hash []byte, uses int, expires time.Time, now int64) error {
-	_, err := st.exec(ctx, "INSERT INTO registration_tokens(hash, uses_left, expires_at, created_at) VALUES(?, ?, ?, ?)",
-		hash, uses, expires.Unix(), now)
+// createRegistrationToken stores an initial access token usable uses times until expires,
+// opening scopes and grants to the clients it registers.
+func (st *store) createRegistrationToken(ctx context.Context, hash []byte, uses int, expires time.Time, now int64, scopes, grants []string) error {
+	_, err := st.exec(ctx, "INSERT INTO registration_tokens(hash, uses_left, expires_at, created_at, scopes, grant_types) VALUES(?, ?, ?, ?, ?, ?)",
+		hash, uses, expires.Unix(), now, strings.Join(scopes, " "), strings.Join(grants, " "))
 	return err
+}
+
+// registrationTokenLimit is what an initial access token opens.
+type registrationTokenLimit struct {
+	Scopes, Grants []string
+}
+
+// registrationTokenLimit reads what a usable initial access token opens (errNotFound when it
+// is unknown, used up or expired). registerClient still takes the use atomically.
+func (st *store) registrationTokenLimit(ctx context.Context, hash []byte, now int64) (registrationTokenLimit, error) {
+	var sc, gr string
+	err := st.queryRow(ctx, "SELECT scopes, grant_types FROM registration_tokens WHERE hash = ? AND uses_left > 0 AND expires_at > ?", hash, now).Scan(&sc, &gr)
+	if errors.Is(err, sql.ErrNoRows) {
+		return registrationTokenLimit{}, errNotFound
+	}
+	return registrationTokenLimit{Scopes: strings.Fields(sc), Grants: strings.Fields(gr)}, err
 }

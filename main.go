@@ -78,7 +78,8 @@ const usage = `oauthd: a single-binary OAuth 2 authorization server.
                     [-post-logout-redirect-uri URI ...] [-id-token-alg RS256|ES256] [-always-refresh]
   oauthd client list | del ID | rotate-secret ID    (each takes -db PATH)
   oauthd keys rotate | list [-db PATH]              ID token signing keys
-  oauthd registration-token create [-ttl 24h] [-uses 1] [-db PATH]   initial access token for RFC 7591 registration
+  oauthd registration-token create [-ttl 24h] [-uses 1] [-scope "a b"] [-grant client_credentials] [-db PATH]
+                                                    initial access token for RFC 7591 registration
   oauthd backup [-db PATH] FILE                     consistent copy of the database, also while serving
   oauthd check [-client ID -secret SECRET] URL      self-test of a running deployment (a checklist)
 
@@ -130,6 +131,7 @@ func serveConfig(args []string, stderr io.Writer, getenv func(string) string) (c
 	fs.DurationVar(&cfg.SessionTTL, "session-ttl", cfg.SessionTTL, "browser login session lifetime")
 	fs.DurationVar(&cfg.PurgeInterval, "purge-interval", cfg.PurgeInterval, "how often expired codes, tokens and sessions are deleted")
 	fs.StringVar(&cfg.Registration, "registration", cfg.Registration, "dynamic client registration: off, token (needs an initial access token) or open (public clients, rate-limited)")
+	fs.StringVar(&cfg.RegistrationScopes, "registration-scopes", "", "space-separated scopes that dynamically registered clients may have besides the OpenID ones (default none)")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log line format: text or json")
 	fs.StringVar(&cfg.TrustedProxy, "trusted-proxy", "", "comma-separated CIDRs of reverse proxies whose X-Forwarded-For names the client's address")
 	fs.BoolVar(&cfg.AllowNetFS, "allow-network-fs", false, "serve a database on a network file system (NFS, SMB/CIFS) despite its unreliable locking")
@@ -669,11 +671,30 @@ func runRegistrationToken(ctx context.Context, args []string, stdout io.Writer, 
 	fs, db := subcommandFlags("registration-token create")
 	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token is valid")
 	uses := fs.Int("uses", 1, "how many clients it may register")
+	scope := fs.String("scope", "", "space-separated scopes the clients it registers may have (besides the OpenID ones and -registration-scopes)")
+	var grants stringList
+	fs.Var(&grants, "grant", "a grant the clients it registers may have besides the user-driven ones: client_credentials (repeat for several)")
 	if err := parseFlags(fs, args[1:], getenv, "db"); err != nil {
 		return err
 	}
 	if fs.NArg() != 0 || *ttl < time.Minute || *uses < 1 {
-		return usageError("registration-token create takes -ttl (at least 1m) and -uses (at least 1), no arguments")
+		return usageError("registration-token create takes -ttl (at least 1m), -uses (at least 1), -scope and -grant, no arguments")
+	}
+	scopes, ok := parseScope(*scope)
+	if !ok {
+		return usageError("registration-token create: -scope %q has characters outside RFC 6749 §3.3", *scope)
+	}
+	var gts []string
+	for _, g := range grants {
+		if a, ok := grantAliases[g]; ok {
+			g = a
+		}
+		if !slices.Contains(knownGrants, g) {
+			return usageError("registration-token create: unknown grant %q (client_credentials, authorization_code, refresh_token, device_code)", g)
+		}
+		if !slices.Contains(gts, g) {
+			gts = append(gts, g)
+		}
 	}
 	st, err := openStore(ctx, *db)
 	if err != nil {
@@ -681,8 +702,9 @@ func runRegistrationToken(ctx context.Context, args []string, stdout io.Writer, 
 	}
 	defer st.Close()
 	tok, now := newSecret(), time.Now()
-	if err := st.createRegistrationToken(ctx, hashSecret(tok), *uses, now.Add(*ttl), now.Unix()); err != nil {
+	if err := st.createRegistrationToken(ctx, hashSecret(tok), *uses, now.Add(*ttl), now.Unix(), scopes, gts); err != nil {
 		return err
 	}
-	return printJSON(stdout, map[string]any{"registration_token": tok, "expires_at": now.Add(*ttl).Unix(), "uses": *uses})
+	return printJSON(stdout, map[string]any{"registration_token": tok, "expires_at": now.Add(*ttl).Unix(), "uses": *uses,
+		"scope": strings.Join(scopes, " "), "grant_types": nonNil(gts)})
 }

@@ -24,21 +24,22 @@ import (
 
 // config is everything the server is told by flags.
 type config struct {
-	Addr          string        // listen address
-	DB            string        // path of the SQLite database
-	Issuer        string        // exact issuer identifier (no trailing slash)
-	LogLevel      string        // debug, info, warn or error
-	TokenTTL      time.Duration // access token lifetime (expires_in)
-	RefreshTTL    time.Duration // refresh token lifetime
-	RefreshGrace  time.Duration // how long a rotated refresh token still returns its successor
-	CodeTTL       time.Duration // authorization code lifetime
-	SessionTTL    time.Duration // browser session lifetime
-	PurgeInterval time.Duration // how often expired rows are deleted
-	PasswordIter  int           // PBKDF2 iterations for new password hashes
-	Registration  string        // dynamic client registration: off, token or open
-	LogFormat     string        // text or json
-	TrustedProxy  string        // comma-separated CIDRs whose X-Forwarded-For is believed
-	AllowNetFS    bool          // serve a database on NFS/SMB/CIFS anyway
+	Addr               string        // listen address
+	DB                 string        // path of the SQLite database
+	Issuer             string        // exact issuer identifier (no trailing slash)
+	LogLevel           string        // debug, info, warn or error
+	TokenTTL           time.Duration // access token lifetime (expires_in)
+	RefreshTTL         time.Duration // refresh token lifetime
+	RefreshGrace       time.Duration // how long a rotated refresh token still returns its successor
+	CodeTTL            time.Duration // authorization code lifetime
+	SessionTTL         time.Duration // browser session lifetime
+	PurgeInterval      time.Duration // how often expired rows are deleted
+	PasswordIter       int           // PBKDF2 iterations for new password hashes
+	Registration       string        // dynamic client registration: off, token or open
+	RegistrationScopes string        // space-separated scopes any dynamically registered client may have
+	LogFormat          string        // text or json
+	TrustedProxy       string        // comma-separated CIDRs whose X-Forwarded-For is believed
+	AllowNetFS         bool          // serve a database on NFS/SMB/CIFS anyway
 
 	KeyGen func(alg string) (crypto.Signer, error) // makes signing keys; nil means generateKey
 	FSType func(dir string) (int64, error)         // statfs f_type of a directory; nil means statfsType

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestSecurityBattery walks the attacks an authorization server meets, each asserting the
@@ -258,4 +260,70 @@ func TestAuditLog(t *testing.T) {
 			t.Fatalf("a secret reached the log: %q", secret)
 		}
 	}
+}
+
+// TestAuditFindings carries out each attack of the security audit (issue 11) through the real
+// handler or the real command line, and asserts the exact refusal.
+func TestAuditFindings(t *testing.T) {
+	t.Run("1 self-registration cannot grant itself machine access", func(t *testing.T) {
+		ts := newTestServer(t)
+		ts.clock.t = time.Now().Truncate(time.Second) // the CLI stamps tokens with real time
+		ts.addServiceClient("backup")                 // an admin's machine client with a scope worth stealing
+		tok := ts.registrationToken(5)
+		machine := map[string]any{"client_name": "evil", "grant_types": []string{"client_credentials"},
+			"response_types": []string{}, "token_endpoint_auth_method": "client_secret_basic", "scope": "backup"}
+		refused := func(t *testing.T, r tokenCall, value string) {
+			t.Helper()
+			if r.Status != 400 || str(r.JSON["error"]) != errInvalidClientMetadata || !strings.Contains(str(r.JSON["error_description"]), value) {
+				t.Fatalf("= %d %s; want 400 invalid_client_metadata naming %q", r.Status, r.Raw, value)
+			}
+		}
+		refused(t, ts.postJSON("POST", "/oauth/register", tok, machine), "backup")
+		machine["scope"] = ""
+		refused(t, ts.postJSON("POST", "/oauth/register", tok, machine), "client_credentials")
+
+		// A token that lists the grant and the scope opens them, and only them.
+		code, out, errs := cli(t, map[string]string{"OAUTHD_DB": ts.s.cfg.DB}, "", "registration-token", "create", "-scope", "backup", "-grant", "client_credentials")
+		var v map[string]any
+		if code != 0 || json.Unmarshal([]byte(out), &v) != nil || v["scope"] != "backup" {
+			t.Fatalf("registration-token create -scope -grant = %d %q %q", code, out, errs)
+		}
+		machine["scope"] = "backup"
+		r := ts.postJSON("POST", "/oauth/register", str(v["registration_token"]), machine)
+		if r.Status != 201 {
+			t.Fatalf("register with a token that opens client_credentials/backup = %d %s", r.Status, r.Raw)
+		}
+		if cc := ts.postToken("/oauth/token", url.Values{"grant_type": {"client_credentials"}, "scope": {"backup"}}, str(r.JSON["client_id"]), str(r.JSON["client_secret"])); cc.Status != 200 {
+			t.Fatalf("client_credentials of a vetted registration = %d %s", cc.Status, cc.Raw)
+		}
+
+		// RFC 7592 PUT cannot add the grant or the scope later.
+		user := map[string]any{"client_name": "app", "redirect_uris": []string{"https://app.example/cb"}, "token_endpoint_auth_method": "client_secret_basic", "scope": "openid"}
+		r = ts.postJSON("POST", "/oauth/register", tok, user)
+		if r.Status != 201 {
+			t.Fatalf("register = %d %s", r.Status, r.Raw)
+		}
+		id, rat := str(r.JSON["client_id"]), str(r.JSON["registration_access_token"])
+		put := func(m map[string]any) tokenCall {
+			m["client_id"] = id
+			return ts.postJSON("PUT", "/oauth/register/"+id, rat, m)
+		}
+		refused(t, put(map[string]any{"client_name": "app", "redirect_uris": []string{"https://app.example/cb"},
+			"grant_types": []string{"authorization_code", "client_credentials"}, "scope": "openid"}), "client_credentials")
+		refused(t, put(map[string]any{"client_name": "app", "redirect_uris": []string{"https://app.example/cb"}, "scope": "openid backup"}), "backup")
+
+		// -registration-scopes opens a scope to every registration.
+		ts2 := newTestServer(t, func(c *config) { c.Registration = registrationOpen; c.RegistrationScopes = "notes.read" })
+		pub := map[string]any{"client_name": "mcp", "redirect_uris": []string{"http://127.0.0.1:1/cb"}, "token_endpoint_auth_method": "none", "scope": "openid notes.read"}
+		if r := ts2.postJSON("POST", "/oauth/register", "", pub); r.Status != 201 || r.JSON["scope"] != "notes.read openid" && r.JSON["scope"] != "openid notes.read" {
+			t.Fatalf("register with an opened scope = %d %s", r.Status, r.Raw)
+		}
+		pub["scope"] = "notes.write"
+		refused(t, ts2.postJSON("POST", "/oauth/register", "", pub), "notes.write")
+
+		// The CLI refuses an unknown grant.
+		if code, _, errs := cli(t, map[string]string{"OAUTHD_DB": ts.s.cfg.DB}, "", "registration-token", "create", "-grant", "password"); code != 2 || !strings.Contains(errs, "password") {
+			t.Errorf("registration-token create -grant password = %d %q", code, errs)
+		}
+	})
 }

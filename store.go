@@ -306,6 +306,14 @@ CREATE TRIGGER keys_ins AFTER INSERT ON keys BEGIN UPDATE generation SET n = n +
 CREATE TRIGGER keys_upd AFTER UPDATE ON keys BEGIN UPDATE generation SET n = n + 1; END;
 CREATE TRIGGER keys_del AFTER DELETE ON keys BEGIN UPDATE generation SET n = n + 1; END;
 `,
+	// 5: security fixes: what an initial access token lets a registration have, and the limit a
+	// dynamically registered client keeps for its RFC 7592 updates.
+	`
+ALTER TABLE registration_tokens ADD COLUMN scopes TEXT NOT NULL DEFAULT '';      -- scopes it opens, space-separated
+ALTER TABLE registration_tokens ADD COLUMN grant_types TEXT NOT NULL DEFAULT ''; -- grants it opens (client_credentials)
+ALTER TABLE clients ADD COLUMN reg_scopes TEXT NOT NULL DEFAULT '';              -- RFC 7591 clients: scopes their token opened
+ALTER TABLE clients ADD COLUMN reg_grants TEXT NOT NULL DEFAULT '';              -- RFC 7591 clients: grants their token opened
+`,
 }
 
 // dsn builds the modernc DSN with every pragma in it, so that each pooled connection gets them.
@@ -664,16 +672,18 @@ type client struct {
 	Dynamic          bool     // registered by the app itself (RFC 7591)
 	GrantTypes       []string // grants it may use
 	RegistrationHash []byte   // SHA-256 of its RFC 7592 registration access token
+	RegScopes        []string // dynamic clients: the scopes their initial access token opened (the limit of RFC 7592 updates)
+	RegGrants        []string // dynamic clients: the grants their initial access token opened
 }
 
 const clientCols = "id, secret_hash, name, description, redirect_uris, scopes, public, created_at, id_token_alg, post_logout_redirect_uris, always_refresh, " +
-	"coalesce(owner_id, 0), logo_uri, client_uri, dynamic, grant_types, registration_hash"
+	"coalesce(owner_id, 0), logo_uri, client_uri, dynamic, grant_types, registration_hash, reg_scopes, reg_grants"
 
 func scanClient(row interface{ Scan(...any) error }) (client, error) {
 	var c client
-	var uris, scopes, logout, grants string
+	var uris, scopes, logout, grants, regScopes, regGrants string
 	err := row.Scan(&c.ID, &c.SecretHash, &c.Name, &c.Description, &uris, &scopes, &c.Public, &c.CreatedAt, &c.IDTokenAlg, &logout, &c.AlwaysRefresh,
-		&c.OwnerID, &c.LogoURI, &c.ClientURI, &c.Dynamic, &grants, &c.RegistrationHash)
+		&c.OwnerID, &c.LogoURI, &c.ClientURI, &c.Dynamic, &grants, &c.RegistrationHash, &regScopes, &regGrants)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, errNotFound
 	}
@@ -688,6 +698,7 @@ func scanClient(row interface{ Scan(...any) error }) (client, error) {
 	}
 	c.Scopes = strings.Fields(scopes)
 	c.GrantTypes = strings.Fields(grants)
+	c.RegScopes, c.RegGrants = strings.Fields(regScopes), strings.Fields(regGrants)
 	return c, nil
 }
 
@@ -712,15 +723,19 @@ func clientArgs(c client) []any {
 		owner = c.OwnerID
 	}
 	return []any{c.SecretHash, c.Name, c.Description, string(uris), strings.Join(c.Scopes, " "), c.Public,
-		c.IDTokenAlg, string(logout), c.AlwaysRefresh, owner, c.LogoURI, c.ClientURI, c.Dynamic, strings.Join(c.GrantTypes, " "), c.RegistrationHash}
+		c.IDTokenAlg, string(logout), c.AlwaysRefresh, owner, c.LogoURI, c.ClientURI, c.Dynamic, strings.Join(c.GrantTypes, " "), c.RegistrationHash,
+		strings.Join(c.RegScopes, " "), strings.Join(c.RegGrants, " ")}
 }
 
 const clientWriteCols = "secret_hash, name, description, redirect_uris, scopes, public, id_token_alg, post_logout_redirect_uris, always_refresh, " +
-	"owner_id, logo_uri, client_uri, dynamic, grant_types, registration_hash"
+	"owner_id, logo_uri, client_uri, dynamic, grant_types, registration_hash, reg_scopes, reg_grants"
+
+// insertClientSQL inserts a client: its id, its age and the clientWriteCols.
+var insertClientSQL = "INSERT INTO clients(id, created_at, " + clientWriteCols + ") VALUES(?, ?" +
+	strings.Repeat(", ?", strings.Count(clientWriteCols, ",")+1) + ")"
 
 func (st *store) createClient(ctx context.Context, c client) error {
-	_, err := st.exec(ctx, "INSERT INTO clients(id, created_at, "+clientWriteCols+") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-		append([]any{c.ID, c.CreatedAt}, clientArgs(c)...)...)
+	_, err := st.exec(ctx, insertClientSQL, append([]any{c.ID, c.CreatedAt}, clientArgs(c)...)...)
 	return mapConstraint(err)
 }
 
