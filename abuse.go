@@ -1,7 +1,9 @@
 package main
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -76,11 +78,50 @@ func (b *backoff) wait(key string, now time.Time) time.Duration {
 	return 0
 }
 
-// fail records a failure of key and returns the wait it now has.
+// try counts an attempt of key before its check runs, so that concurrent attempts cannot
+// all pass one wait check: while key must wait it refuses (returns the wait, counting
+// nothing); else it records the attempt as a failure at once and returns 0. An attempt that
+// then succeeds is taken back with undo, or the key forgotten with reset. N attempts at once
+// cost what N in a row cost: at most free of them get through before the first wait.
+func (b *backoff) try(key string, now time.Time) time.Duration {
+	key = shortKey(key)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if s := b.m[key]; s != nil && now.Sub(s.last) < b.forget {
+		if d := s.until.Sub(now); d > 0 {
+			return d
+		}
+	}
+	b.record(key, now)
+	return 0
+}
+
+// undo takes back one attempt that try counted and that succeeded; the wait already running
+// stays (another attempt may have failed meanwhile).
+func (b *backoff) undo(key string) {
+	key = shortKey(key)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if s := b.m[key]; s != nil && s.n > 0 {
+		s.n--
+		if s.n == 0 {
+			b.drop(key)
+		}
+	}
+}
+
+// fail records a failure of key (one whose check ran without try) and returns the wait it
+// now has.
 func (b *backoff) fail(key string, now time.Time) time.Duration {
 	key = shortKey(key)
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	return b.record(key, now)
+}
+
+// record counts a failure of key and returns its wait: the free-th failure starts the
+// backoff at base, and each one after it doubles the wait up to max. Called with mu.
+func (b *backoff) record(key string, now time.Time) time.Duration {
 	s := b.m[key]
 	if s == nil || now.Sub(s.last) >= b.forget {
 		if len(b.m) >= maxBackoffKeys {
@@ -92,10 +133,10 @@ func (b *backoff) fail(key string, now time.Time) time.Duration {
 	}
 	s.n++
 	s.last = now
-	if over := s.n - b.free; over > 0 {
+	if over := s.n - b.free; over >= 0 {
 		d := b.max
-		if over <= 30 && b.base<<(over-1) < b.max {
-			d = b.base << (over - 1)
+		if over < 30 && b.base<<over < b.max {
+			d = b.base << over
 		}
 		s.until = now.Add(d)
 	}
@@ -119,21 +160,30 @@ func (b *backoff) drop(key string) {
 	b.keys.Store(int64(len(b.m)))
 }
 
-// prune drops forgotten keys; if the table is still full, the ones not waiting. Called with mu.
+// prune makes room: it drops forgotten keys, then keys not waiting, then, if every key
+// is waiting (a flood of names), any keys, down to nine tenths of the bound so that it runs
+// rarely. Called with mu.
 func (b *backoff) prune(now time.Time) {
 	defer func() { b.keys.Store(int64(len(b.m))) }()
+	low := maxBackoffKeys * 9 / 10
 	for k, s := range b.m {
 		if now.Sub(s.last) >= b.forget {
 			delete(b.m, k)
 		}
 	}
 	for k, s := range b.m {
-		if len(b.m) < maxBackoffKeys {
+		if len(b.m) < low {
 			return
 		}
 		if !s.until.After(now) {
 			delete(b.m, k)
 		}
+	}
+	for k := range b.m {
+		if len(b.m) < low {
+			return
+		}
+		delete(b.m, k)
 	}
 }
 
@@ -198,10 +248,11 @@ func (s *server) hashing(w http.ResponseWriter, fn func()) bool {
 	}
 }
 
-// linkAllowed refuses (429, after answering) a source address that tried too many wrong
-// setup, invitation or reset tokens.
+// linkAllowed counts an attempt at a setup, invitation or reset token from the request's
+// source address before the token is checked, and refuses (429, after answering) an address
+// that tried too many wrong ones. The caller reports the outcome with linkChecked.
 func (s *server) linkAllowed(w http.ResponseWriter, r *http.Request) bool {
-	if d := s.guard.links.wait(s.sourceAddr(r), s.now()); d > 0 {
+	if d := s.guard.links.try(s.sourceKey(r), s.now()); d > 0 {
 		w.Header().Set("Retry-After", retryAfter(d))
 		s.errorPage(w, http.StatusTooManyRequests, "Too many attempts", "Too many wrong links were tried from your network. Try again in "+waitText(d)+".")
 		return false
@@ -209,11 +260,59 @@ func (s *server) linkAllowed(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// linkFailed records a wrong setup, invitation or reset token.
-func (s *server) linkFailed(r *http.Request) {
-	from := s.sourceAddr(r)
-	s.guard.links.fail(from, s.now())
-	s.log.Info("wrong one-time link", "path", r.URL.Path, "from", from)
+// linkChecked reports the outcome of the attempt linkAllowed counted: a good token takes
+// the attempt back, a wrong one is logged (it stays counted).
+func (s *server) linkChecked(r *http.Request, good bool) {
+	if good {
+		s.guard.links.undo(s.sourceKey(r))
+		return
+	}
+	s.log.Info("wrong one-time link", "path", r.URL.Path, "from", s.sourceAddr(r))
+}
+
+// deviceCookieTTL is how long a browser that signed in as an account stays known to it.
+const deviceCookieTTL = 180 * 24 * time.Hour
+
+// deviceCookieName is the device cookie of one account: a browser may know several.
+func (s *server) deviceCookieName(account string) string {
+	sum := sha256.Sum256([]byte("device\x00" + account))
+	return "oauthd_device_" + hex.EncodeToString(sum[:6])
+}
+
+// deviceMAC signs a device cookie's account, nonce and expiry with a key derived from the
+// server's CSRF key.
+func (s *server) deviceMAC(account, nonce, expires string) []byte {
+	k := hmac.New(sha256.New, s.csrfKey)
+	k.Write([]byte("device cookie key"))
+	m := hmac.New(sha256.New, k.Sum(nil))
+	m.Write([]byte(account + "\x00" + nonce + "\x00" + expires))
+	return m.Sum(nil)
+}
+
+// setDeviceCookie gives a browser that just signed in as account its device cookie
+// (OWASP "Slow Down Online Guessing Attacks with Device Cookies"): nonce.expiry.signature.
+func (s *server) setDeviceCookie(w http.ResponseWriter, account string, now time.Time) {
+	nonce := newSecret()[:22]
+	exp := strconv.FormatInt(now.Add(deviceCookieTTL).Unix(), 10)
+	v := nonce + "." + exp + "." + base64.RawURLEncoding.EncodeToString(s.deviceMAC(account, nonce, exp))
+	s.setCookie(w, s.deviceCookieName(account), v, int(deviceCookieTTL/time.Second))
+}
+
+// deviceCookie returns the nonce of the request's valid, unexpired device cookie for
+// account ("" when it has none): its failures are then counted per cookie, not per account.
+func (s *server) deviceCookie(r *http.Request, account string) string {
+	ck, err := r.Cookie(s.cookieName(s.deviceCookieName(account)))
+	if err != nil {
+		return ""
+	}
+	nonce, rest, _ := strings.Cut(ck.Value, ".")
+	exp, sig, _ := strings.Cut(rest, ".")
+	mac, err := base64.RawURLEncoding.DecodeString(sig)
+	t, terr := strconv.ParseInt(exp, 10, 64)
+	if err != nil || terr != nil || nonce == "" || !hmac.Equal(mac, s.deviceMAC(account, nonce, exp)) || s.now().Unix() >= t {
+		return ""
+	}
+	return nonce
 }
 
 // sourceAddr is the address a request comes from: the connection's peer, or, when that
@@ -243,6 +342,22 @@ func (s *server) sourceAddr(r *http.Request) string {
 		}
 	}
 	return host
+}
+
+// sourceKey is what per-address limits count on: the source address, or for IPv6 its /64
+// (one subscriber's network; a host there can use any of its 2^64 addresses).
+func (s *server) sourceKey(r *http.Request) string {
+	return addrKey(s.sourceAddr(r))
+}
+
+// addrKey groups an address for a limit: IPv4 as it is, IPv6 by its /64 prefix.
+func addrKey(addr string) string {
+	a, err := netip.ParseAddr(addr)
+	if err != nil || a.Unmap().Is4() {
+		return addr
+	}
+	p, _ := a.WithZone("").Prefix(64)
+	return p.String()
 }
 
 func (s *server) trusted(a netip.Addr) bool {

@@ -153,8 +153,8 @@ func (s *server) linkForm(w http.ResponseWriter, r *http.Request, kind, tok stri
 		return userLink{}, false
 	}
 	l, err := s.store.peekLink(r.Context(), hashSecret(tok), kind, s.now().Unix())
+	s.linkChecked(r, !errors.Is(err, errNotFound))
 	if errors.Is(err, errNotFound) {
-		s.linkFailed(r)
 		s.errorPage(w, http.StatusForbidden, "Link not valid", "This link is wrong, expired or was already used. Ask your administrator for a new one.")
 		return l, false
 	} else if err != nil {

@@ -190,24 +190,31 @@ func newLimiter(max int, window time.Duration) *limiter {
 	return &limiter{max: max, window: window, hits: map[string][]time.Time{}}
 }
 
-// blocked reports whether key has used up its events in the window ending at now.
-func (l *limiter) blocked(key string, now time.Time) bool {
+// take records one event for key unless key has used up its events in the window ending at
+// now (false, nothing recorded): the check and the record in one step, so that concurrent
+// attempts cannot all pass the check. A take for an attempt that turns out good is given
+// back with giveBack.
+func (l *limiter) take(key string, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	h := slices.DeleteFunc(l.hits[key], func(t time.Time) bool { return now.Sub(t) >= l.window })
-	if len(h) == 0 {
-		delete(l.hits, key)
-	} else {
+	if len(h) >= l.max {
 		l.hits[key] = h
+		return false
 	}
-	return len(h) >= l.max
+	l.hits[key] = append(h, now)
+	return true
 }
 
-// add records one event for key.
-func (l *limiter) add(key string, now time.Time) {
+// giveBack removes the latest event of key (an attempt take counted that succeeded).
+func (l *limiter) giveBack(key string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.hits[key] = append(l.hits[key], now)
+	if h := l.hits[key]; len(h) > 1 {
+		l.hits[key] = h[:len(h)-1]
+	} else {
+		delete(l.hits, key)
+	}
 }
 
 // devicePage is the code entry form's data.
@@ -241,7 +248,7 @@ func (s *server) handleDevice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now, key := s.now(), sess.User.Sub
-	if s.deviceTries.blocked(key, now) {
+	if !s.deviceTries.take(key, now) { // counted before the code is looked up
 		w.Header().Set("Retry-After", "900")
 		page.Error = "Too many wrong codes. Wait 15 minutes, then try again."
 		s.render(w, http.StatusTooManyRequests, "device", page)
@@ -254,8 +261,10 @@ func (s *server) handleDevice(w http.ResponseWriter, r *http.Request) {
 	if ok {
 		hash, d, err = s.store.pendingDevice(r.Context(), hashSecret(code), now.Unix())
 	}
+	if !errors.Is(err, errNotFound) {
+		s.deviceTries.giveBack(key)
+	}
 	if errors.Is(err, errNotFound) {
-		s.deviceTries.add(key, now)
 		page.Error = "That code is not valid, was already used, or has expired. Check the code on your device."
 		s.render(w, http.StatusBadRequest, "device", page)
 		return

@@ -346,9 +346,23 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name, password := r.PostForm.Get("username"), r.PostForm.Get("password")
-	now, from := s.now(), s.sourceAddr(r)
+	now, from, fromKey := s.now(), s.sourceAddr(r), s.sourceKey(r)
 	account := strings.ToLower(name)
-	if d := max(s.guard.users.wait(account, now), s.guard.addrs.wait(from, now)); d > 0 {
+	// The attempt is counted before the password is hashed (a burst cannot outrun the
+	// count), per source address always and per account, or, for a browser that signed in
+	// as this account before, per device cookie instead (OWASP device cookies: someone
+	// hammering the account does not lock its owner out).
+	ukey := account
+	if dev := s.deviceCookie(r, account); dev != "" {
+		ukey = "device:" + dev
+	}
+	d := s.guard.addrs.try(fromKey, now)
+	if d == 0 {
+		if d = s.guard.users.try(ukey, now); d > 0 {
+			s.guard.addrs.undo(fromKey)
+		}
+	}
+	if d > 0 {
 		w.Header().Set("Retry-After", retryAfter(d))
 		page.Error = "Too many failed sign-ins for this account or from your network. Try again in " + waitText(d) + "."
 		s.render(w, http.StatusTooManyRequests, "login", page)
@@ -356,6 +370,8 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	u, err := s.store.userByName(r.Context(), name)
 	if err != nil && !errors.Is(err, errNotFound) {
+		s.guard.users.undo(ukey)
+		s.guard.addrs.undo(fromKey)
 		s.serverErrorPage(w, r, err)
 		return
 	}
@@ -365,22 +381,24 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	var good bool
 	if !s.hashing(w, func() { good = checkPassword(password, hash) }) {
+		s.guard.users.undo(ukey) // not checked: not an attempt
+		s.guard.addrs.undo(fromKey)
 		return
 	}
 	if !good || err != nil || u.Disabled {
 		// Only a known username is logged: an unknown one may be a password typed in the wrong box.
 		s.log.Info("login failed", "user", u.Username, "known_user", err == nil, "from", from)
-		s.guard.users.fail(account, now)
-		s.guard.addrs.fail(from, now)
 		page.Error = "Incorrect username or password."
 		s.render(w, http.StatusUnauthorized, "login", page)
 		return
 	}
-	s.guard.users.reset(account)
+	s.guard.users.reset(ukey)
+	s.guard.addrs.undo(fromKey)
 	if err := s.startSession(w, r, u); err != nil {
 		s.serverErrorPage(w, r, err)
 		return
 	}
+	s.setDeviceCookie(w, account, now)
 	s.log.Info("login", "user", u.Username, "from", from)
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
@@ -448,8 +466,9 @@ func (s *server) handleSetupPage(w http.ResponseWriter, r *http.Request) {
 	if !s.linkAllowed(w, r) {
 		return
 	}
-	if !s.checkSetupToken(tok) {
-		s.linkFailed(r)
+	good := s.checkSetupToken(tok)
+	s.linkChecked(r, good)
+	if !good {
 		s.errorPage(w, http.StatusForbidden, "Setup link not valid", "This setup link is wrong or was already used. Use `oauthd user add` to create accounts.")
 		return
 	}
@@ -471,8 +490,9 @@ func (s *server) handleSetup(w http.ResponseWriter, r *http.Request) {
 	if !s.linkAllowed(w, r) {
 		return
 	}
-	if !s.checkSetupToken(tok) {
-		s.linkFailed(r)
+	good := s.checkSetupToken(tok)
+	s.linkChecked(r, good)
+	if !good {
 		s.errorPage(w, http.StatusForbidden, "Setup link not valid", "This setup link is wrong or was already used.")
 		return
 	}

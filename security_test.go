@@ -2,9 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -324,6 +327,127 @@ func TestAuditFindings(t *testing.T) {
 		// The CLI refuses an unknown grant.
 		if code, _, errs := cli(t, map[string]string{"OAUTHD_DB": ts.s.cfg.DB}, "", "registration-token", "create", "-grant", "password"); code != 2 || !strings.Contains(errs, "password") {
 			t.Errorf("registration-token create -grant password = %d %q", code, errs)
+		}
+	})
+
+	// burst runs n attempts at once and counts the answers by status.
+	burst := func(n int, attempt func(i int) int) map[int]int {
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		got := map[int]int{}
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				st := attempt(i)
+				mu.Lock()
+				got[st]++
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		return got
+	}
+
+	t.Run("2 sign-in backoff cannot be raced", func(t *testing.T) {
+		ts := newTestServer(t, func(c *config) { c.TrustedProxy = "127.0.0.1/32, ::1" })
+		ts.addUser("alice", "correct horse battery")
+		ts.s.guard.hashWait = time.Minute // no attempt is turned away for want of a hashing slot
+		got := burst(50, func(i int) int {
+			return ts.loginAs("alice", "wrong "+strconv.Itoa(i), "203.0.113."+strconv.Itoa(i+1)).StatusCode
+		})
+		if got[http.StatusUnauthorized] > 5 || got[http.StatusUnauthorized]+got[http.StatusTooManyRequests] != 50 {
+			t.Fatalf("50 concurrent guesses at one account: %v; want at most 5 checked (401), the rest 429", got)
+		}
+		// The per-address limit: one address, 50 accounts at once.
+		got = burst(50, func(i int) int { return ts.loginAs("user"+strconv.Itoa(i), "guess", "198.51.100.7").StatusCode })
+		if got[http.StatusUnauthorized] > 20 || got[http.StatusUnauthorized]+got[http.StatusTooManyRequests] != 50 {
+			t.Fatalf("50 concurrent guesses from one address: %v; want at most 20 checked", got)
+		}
+		// One-time links: 50 wrong tokens at once from one address, 10 checked at most.
+		got = burst(50, func(i int) int {
+			return ts.browser("", "").get([]string{"/invite?token=", "/reset?token="}[i%2] + newSecret()).StatusCode
+		})
+		if got[http.StatusForbidden] > 10 || got[http.StatusForbidden]+got[http.StatusTooManyRequests] != 50 {
+			t.Fatalf("50 concurrent wrong links: %v; want at most 10 checked (403)", got)
+		}
+		// Device user codes: 50 wrong codes at once from one session, 5 checked at most.
+		ts.addClient(true, "read", "http://127.0.0.1/cb")
+		b := ts.browser("alice", "correct horse battery")
+		ts.clock.Advance(time.Hour) // alice's backoff from the burst above is forgotten
+		b.login()
+		dp := b.get("/device")
+		got = burst(50, func(int) int {
+			return b.post("/device", url.Values{"csrf_token": {hidden(dp.Body, "csrf_token")}, "user_code": {"BCDF-GHJK"}}).StatusCode
+		})
+		if got[http.StatusBadRequest] > 5 || got[http.StatusBadRequest]+got[http.StatusTooManyRequests] != 50 {
+			t.Fatalf("50 concurrent wrong user codes: %v; want at most 5 checked (400)", got)
+		}
+	})
+
+	t.Run("3 guessing cannot lock out the rightful owner", func(t *testing.T) {
+		ts := newTestServer(t, func(c *config) { c.TrustedProxy = "127.0.0.1/32, ::1" })
+		ts.addUser("alice", "correct horse battery")
+		c := ts.addClient(false, "read", "https://app.example/cb")
+		for range 30 {
+			ts.postToken("/oauth/introspect", url.Values{"token": {"x"}}, c.ID, "guessed secret")
+		}
+		for _, path := range []string{"/oauth/introspect", "/oauth/token"} {
+			if r := ts.postToken(path, url.Values{"token": {"x"}, "grant_type": {"client_credentials"}}, c.ID, c.Secret); r.Status == http.StatusTooManyRequests || r.Status == http.StatusUnauthorized {
+				t.Fatalf("%s with the right secret after 30 bad ones = %d %s", path, r.Status, r.Raw)
+			}
+		}
+
+		// Alice's browser signed in before: it carries a device cookie.
+		owner := ts.browser("alice", "correct horse battery")
+		owner.login()
+		owner.post("/logout", url.Values{"csrf_token": {hidden(owner.get("/").Body, "csrf_token")}})
+		for i := range 12 { // an attacker hammers the account from many addresses
+			ts.loginAs("alice", "guess", "192.0.2."+strconv.Itoa(i+1))
+		}
+		if p := ts.loginAs("alice", "correct horse battery", "192.0.2.99"); p.StatusCode != http.StatusTooManyRequests {
+			t.Fatalf("a browser without a device cookie during the lockout = %d; want 429", p.StatusCode)
+		}
+		lp := owner.get("/login")
+		signIn := func(pass string) page {
+			return owner.post("/login", url.Values{"username": {"alice"}, "password": {pass}, "csrf_token": {hidden(lp.Body, "csrf_token")}, "next": {"/"}})
+		}
+		if p := signIn("correct horse battery"); p.StatusCode != http.StatusSeeOther {
+			t.Fatalf("the owner's browser (device cookie) during the lockout = %d; want 303", p.StatusCode)
+		}
+		// The device cookie is limited on its own: a stolen one cannot guess without bound.
+		for range 5 {
+			signIn("guess")
+		}
+		if p := signIn("correct horse battery"); p.StatusCode != http.StatusTooManyRequests {
+			t.Fatalf("a device cookie after 5 failures of its own = %d; want 429", p.StatusCode)
+		}
+		// A forged device cookie counts for nothing.
+		forged := ts.browser("alice", "correct horse battery")
+		u, _ := url.Parse(ts.url)
+		forged.c.Jar.SetCookies(u, []*http.Cookie{{Name: ts.s.deviceCookieName("alice"), Value: "AAAA." + strconv.FormatInt(ts.s.now().Add(time.Hour).Unix(), 10) + ".AAAA"}})
+		flp := forged.get("/login")
+		if p := forged.post("/login", url.Values{"username": {"alice"}, "password": {"correct horse battery"}, "csrf_token": {hidden(flp.Body, "csrf_token")}, "next": {"/"}}); p.StatusCode != http.StatusTooManyRequests {
+			t.Fatalf("a forged device cookie during the lockout = %d; want 429", p.StatusCode)
+		}
+	})
+
+	t.Run("8 IPv6 addresses are grouped by /64", func(t *testing.T) {
+		ts := newTestServer(t, func(c *config) { c.TrustedProxy = "127.0.0.1/32, ::1" })
+		ts.addUser("alice", "correct horse battery")
+		for i := range 20 { // 20 accounts, each from another address of one /64
+			ts.loginAs("user"+strconv.Itoa(i), "guess", fmt.Sprintf("2001:db8:1:2::%x", i+1))
+		}
+		if p := ts.loginAs("alice", "correct horse battery", "2001:db8:1:2:ffff::1"); p.StatusCode != http.StatusTooManyRequests {
+			t.Fatalf("another address of the same /64 = %d; want 429", p.StatusCode)
+		}
+		if p := ts.loginAs("alice", "correct horse battery", "2001:db8:1:3::1"); p.StatusCode != http.StatusSeeOther {
+			t.Fatalf("the next /64 = %d; want 303", p.StatusCode)
+		}
+		for in, want := range map[string]string{"2001:db8::1": "2001:db8::/64", "::ffff:192.0.2.1": "::ffff:192.0.2.1", "192.0.2.1": "192.0.2.1", "fe80::1%eth0": "fe80::/64"} {
+			if got := addrKey(in); got != want {
+				t.Errorf("addrKey(%q) = %q; want %q", in, got, want)
+			}
 		}
 	})
 }

@@ -97,11 +97,6 @@ func (s *server) authenticateClient(ctx context.Context, r *http.Request, form u
 	if id == "" {
 		return client{}, oerr(errInvalidClient, "client authentication is required")
 	}
-	now := s.now()
-	if d := s.guard.clients.wait(id, now); d > 0 {
-		return client{}, &oauthError{Code: errInvalidClient, Status: http.StatusTooManyRequests, retryAfter: retryAfter(d),
-			Description: "too many failed authentications of this client; retry after " + retryAfter(d) + " seconds"}
-	}
 	c, err := s.store.lookupClient(ctx, id) // also makes the request's later cached lookups current
 	if err != nil && !errors.Is(err, errNotFound) {
 		return client{}, &oauthError{Code: errTemporarilyUnavailable, Description: "the server could not check the client; try again shortly",
@@ -118,12 +113,19 @@ func (s *server) authenticateClient(ctx context.Context, r *http.Request, form u
 	if want == nil {
 		want = make([]byte, sha256.Size)
 	}
+	// The secret is checked first (a hash: cheap), and only failures are throttled: client
+	// ids are public, so a throttle in front of the check would let anyone lock a client out,
+	// and a 256-bit secret cannot be guessed anyway. A correct secret always works.
 	if !hasSecret || subtle.ConstantTimeCompare(hashSecret(secret), want) != 1 || err != nil {
+		now := s.now()
+		if d := s.guard.clients.wait(id, now); d > 0 {
+			return client{}, &oauthError{Code: errInvalidClient, Status: http.StatusTooManyRequests, retryAfter: retryAfter(d),
+				Description: "too many failed authentications of this client; retry after " + retryAfter(d) + " seconds"}
+		}
 		s.guard.clients.fail(id, now)
 		s.log.Info("client authentication failed", "client_id", id, "known_client", err == nil, "from", s.sourceAddr(r))
 		return client{}, oerr(errInvalidClient, "unknown client or wrong client secret")
 	}
-	s.guard.clients.reset(id)
 	return c, nil
 }
 
