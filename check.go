@@ -25,7 +25,7 @@ type checkResult struct {
 // runCheck is "oauthd check [-client ID -secret SECRET] [-timeout 10s] URL". The secret may
 // come from OAUTHD_SECRET instead of the command line (where ps would show it).
 func runCheck(ctx context.Context, args []string, stdout io.Writer, getenv func(string) string) error {
-	fs := flag.NewFlagSet("oauthd check", flag.ContinueOnError)
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	id := fs.String("client", "", "client_id for a client_credentials and introspection round trip")
 	secret := fs.String("secret", "", "that client's secret (or OAUTHD_SECRET)")

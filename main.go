@@ -29,6 +29,14 @@ func main() {
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
 	var err error
 	switch {
+	case len(args) > 1 && isHelpArg(args[1]) && slices.Contains(commandGroups, args[0]):
+		groupHelp(stdout, args[0])
+		return 0
+	case len(args) > 1 && args[0] == "help":
+		return run(ctx, append(args[1:], "-h"), stdin, stdout, stderr, getenv)
+	case len(args) > 0 && args[0] == "version":
+		fmt.Fprintln(stdout, versionLine())
+		return 0
 	case len(args) > 0 && args[0] == "user":
 		err = runUser(ctx, args[1:], stdin, stdout, stderr, getenv)
 	case len(args) > 0 && args[0] == "client":
@@ -41,12 +49,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = runBackup(ctx, args[1:], stdout, getenv)
 	case len(args) > 0 && args[0] == "check":
 		err = runCheck(ctx, args[1:], stdout, getenv)
-	case len(args) > 0 && (args[0] == "help" || args[0] == "-h" || args[0] == "--help"):
-		fmt.Fprint(stdout, usage)
-		return 0
-	case len(args) > 0 && !strings.HasPrefix(args[0], "-"):
-		err = usageError("unknown command %q", args[0])
-	default:
+	case len(args) > 0 && args[0] == "help":
+		args = []string{"-h"}
+		fallthrough
+	case len(args) == 0 || strings.HasPrefix(args[0], "-"):
 		var cfg config
 		var log *slog.Logger
 		if cfg, log, err = serveConfig(args, stderr, getenv); err == nil {
@@ -54,7 +60,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			defer stop()
 			err = serve(ctx, cfg, log, nil)
 		}
+	default:
+		return unknownCommand(stderr, args[0])
 	}
+	err = helpOrNil(err, stdout)
 	var ue usageErr
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
@@ -82,6 +91,8 @@ const usage = `oauthd: a single-binary OAuth 2 authorization server.
                                                     initial access token for RFC 7591 registration
   oauthd backup [-db PATH] FILE                     consistent copy of the database, also while serving
   oauthd check [-client ID -secret SECRET] URL      self-test of a running deployment (a checklist)
+  oauthd version                                    the version and VCS revision of this binary
+  oauthd help [COMMAND]                             this text, or a command's usage and flags (also COMMAND -h)
 
 Configuration flags can also come from OAUTHD_<FLAG> (e.g. OAUTHD_ADDR, OAUTHD_DB); a flag on
 the command line wins.
@@ -100,7 +111,7 @@ func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string, env
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return err
+			return helpErr{fs}
 		}
 		return usageError("%v", err)
 	}
@@ -138,11 +149,6 @@ func serveConfig(args []string, stderr io.Writer, getenv func(string) string) (c
 	var names []string
 	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
 	if err := parseFlags(fs, args, getenv, names...); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stderr, usage, "\nServer flags:\n")
-			fs.SetOutput(stderr)
-			fs.PrintDefaults()
-		}
 		return cfg, nil, err
 	}
 	if fs.NArg() > 0 {

@@ -411,3 +411,45 @@ func TestNoSecretsAtRestOrInLogs(t *testing.T) {
 		}
 	}
 }
+
+// TestHelp: -h and help print usage and flags with their defaults (exit 0) for the server and
+// every subcommand; an unknown command prints the list (exit 2); version reads the build info.
+func TestHelp(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"-h"}, []string{"Server flags", "-addr string", `(default "127.0.0.1:8080")`, "-refresh-grace duration", "(default 10s)", "-registration-scopes"}},
+		{[]string{"help"}, []string{"Server flags", "-token-ttl duration"}},
+		{[]string{"--help"}, []string{"Server flags"}},
+		{[]string{"client", "add", "-h"}, []string{"usage: oauthd client add", "-redirect-uri value", "-id-token-alg string", `(default "RS256")`}},
+		{[]string{"help", "client", "add"}, []string{"usage: oauthd client add", "-always-refresh"}},
+		{[]string{"client", "-h"}, []string{"oauthd client add -name NAME", "oauthd client list"}},
+		{[]string{"help", "user"}, []string{"oauthd user add", "oauthd user list"}},
+		{[]string{"user", "add", "-h"}, []string{"usage: oauthd user add", "-admin", "-email string"}},
+		{[]string{"user", "list", "-h"}, []string{"usage: oauthd user list", "-db string"}},
+		{[]string{"keys", "rotate", "-h"}, []string{"usage: oauthd keys rotate", "-db string"}},
+		{[]string{"registration-token", "create", "-h"}, []string{"-grant value", "-scope string", "-ttl duration", "(default 24h0m0s)"}},
+		{[]string{"backup", "-h"}, []string{"usage: oauthd backup", "FILE"}},
+		{[]string{"check", "-h"}, []string{"usage: oauthd check", "-timeout duration"}},
+	} {
+		code, out, errs := cli(t, nil, "", tt.args...)
+		if code != 0 {
+			t.Errorf("oauthd %v = %d %q", tt.args, code, errs)
+			continue
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("oauthd %v does not print %q:\n%s", tt.args, w, out)
+			}
+		}
+	}
+	code, out, errs := cli(t, nil, "", "frobnicate")
+	if code != 2 || !strings.Contains(errs, `unknown command "frobnicate"`) || !strings.Contains(errs, "oauthd client add") || out != "" {
+		t.Errorf("an unknown command = %d %q %q", code, out, errs)
+	}
+	code, out, _ = cli(t, nil, "", "version")
+	if code != 0 || !strings.HasPrefix(out, "oauthd ") || !strings.Contains(out, "go1.") {
+		t.Errorf("version = %d %q", code, out)
+	}
+}
