@@ -131,6 +131,7 @@ func (s *server) handleClientRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sp := formSpec(f, sess.User.ID)
+	sp.Vetted = sess.User.Admin // a user's own app is not vetted (RFC 9700 §4.11.2)
 	c, err := sp.build()
 	if err == nil {
 		err = s.checkScopesFor(r, sess, sp.Scope)

@@ -20,6 +20,7 @@ type clientSpec struct {
 	Public, AlwaysRefresh, Dynamic bool
 	IDTokenAlg, LogoURI, ClientURI string
 	OwnerID                        int64
+	Vetted                         bool // an administrator creates it (set by build only: editing never vets)
 }
 
 // specError is a validation failure; Redirect marks redirect URI problems, which RFC 7591
@@ -38,7 +39,7 @@ var grantAliases = map[string]string{"device_code": grantDeviceCode}
 
 // build validates the spec and returns a new client with a fresh id.
 func (sp clientSpec) build() (client, error) {
-	c := client{ID: uuid.NewString(), CreatedAt: time.Now().Unix()}
+	c := client{ID: uuid.NewString(), CreatedAt: time.Now().Unix(), Vetted: sp.Vetted && !sp.Dynamic}
 	return c, sp.apply(&c)
 }
 

@@ -109,16 +109,28 @@ func (s *server) handleDeviceAuthorization(w http.ResponseWriter, r *http.Reques
 		}
 	}
 	now := s.now()
+	if !s.deviceStarts.take(s.sourceKey(r), now) { // counted before anything is stored
+		w.Header().Set("Retry-After", retryAfter(deviceCodeTTL))
+		writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": "slow_down",
+			"error_description": "too many device authorizations from this address; try again in " + waitText(deviceCodeTTL)})
+		return
+	}
 	device := newSecret()
 	var user string
 	var err error
 	for range 5 { // a collision among live user codes is rare; try again
 		user = newUserCode()
 		err = s.store.createDeviceCode(r.Context(), hashSecret(device), hashSecret(user), deviceCode{ClientID: c.ID,
-			Scope: strings.Join(scopes, " "), Interval: devicePollWait, ExpiresAt: now.Add(deviceCodeTTL).Unix()})
+			Scope: strings.Join(scopes, " "), Interval: devicePollWait, ExpiresAt: now.Add(deviceCodeTTL).Unix()}, now.Unix())
 		if !errors.Is(err, errExists) {
 			break
 		}
+	}
+	if errors.Is(err, errTooMany) {
+		w.Header().Set("Retry-After", "60")
+		writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": "slow_down",
+			"error_description": "too many device authorizations are waiting for approval; try again in a minute"})
+		return
 	}
 	if err != nil {
 		s.writeError(w, r, err)
@@ -197,6 +209,13 @@ func newLimiter(max int, window time.Duration) *limiter {
 func (l *limiter) take(key string, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if len(l.hits) >= maxBackoffKeys { // a flood of keys (addresses): forget the stale ones
+		for k, h := range l.hits {
+			if len(h) == 0 || now.Sub(h[len(h)-1]) >= l.window {
+				delete(l.hits, k)
+			}
+		}
+	}
 	h := slices.DeleteFunc(l.hits[key], func(t time.Time) bool { return now.Sub(t) >= l.window })
 	if len(h) >= l.max {
 		l.hits[key] = h

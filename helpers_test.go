@@ -160,7 +160,7 @@ type testClient struct {
 // addClient registers a client through the same validation as the CLI.
 func (ts *testServer) addClient(public bool, scope string, uris ...string) testClient {
 	ts.t.Helper()
-	c, err := clientSpec{Name: "Test App", Description: "A test application", Scope: scope, RedirectURIs: uris, Public: public}.build()
+	c, err := clientSpec{Name: "Test App", Description: "A test application", Scope: scope, RedirectURIs: uris, Public: public, Vetted: true}.build()
 	if err != nil {
 		ts.t.Fatal(err)
 	}

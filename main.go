@@ -544,6 +544,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	if args[0] == "add" {
 		var err error
 		sp.RedirectURIs, sp.PostLogoutURIs, sp.GrantTypes = uris, logoutURIs, grants
+		sp.Vetted = true // the operator made it
 		if c, err = sp.build(); err != nil {
 			return usageError("client add: %v", err)
 		}

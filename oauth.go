@@ -79,6 +79,7 @@ type server struct {
 
 	keys          keyring  // parsed signing keys by kid
 	deviceTries   *limiter // failed user-code entries per user
+	deviceStarts  *limiter // device authorizations per source address (IPv6: per /64)
 	registrations *limiter // open dynamic registrations per source address
 	guard         guards   // brute-force backoff and the password-hashing bound
 
@@ -114,6 +115,7 @@ func newServer(ctx context.Context, cfg config, st *store, log *slog.Logger) (*s
 		secure:  strings.HasPrefix(iss, "https://"),
 
 		deviceTries:   newLimiter(5, 15*time.Minute),
+		deviceStarts:  newLimiter(30, deviceCodeTTL),
 		registrations: newLimiter(20, time.Hour),
 		guard:         newGuards(proxies),
 	}
@@ -568,8 +570,15 @@ func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req := authRequest{ClientID: c.ID, RedirectURI: uri, RedirectGiven: given, State: q.Get("state")}
+	sess, signedIn := s.session(r)
 	fail := func(code, desc string) {
 		s.log.Info("authorization refused", "client_id", c.ID, "error", code, "description", desc)
+		if !c.Vetted && !signedIn {
+			// RFC 9700 §4.11.2: a client nobody vetted could have registered any redirect URI;
+			// an error redirect would bounce an anonymous visitor there, so show the error.
+			s.errorPage(w, http.StatusBadRequest, "Request refused", "The application "+c.Name+" sent a request this server refuses: "+desc+" ("+code+").")
+			return
+		}
 		http.Redirect(w, r, s.errorRedirect(req, code, desc), http.StatusFound)
 	}
 	for k, v := range q {
@@ -650,7 +659,7 @@ func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		fail(errInvalidRequest, "prompt=none cannot be combined with other values")
 		return
 	}
-	sess, ok := s.session(r)
+	ok = signedIn
 	// OIDC Core §3.1.2.1: max_age asks for a login no older than that many seconds.
 	stale := ok && maxAge >= 0 && s.now().Unix()-sess.AuthTime > maxAge
 	if !ok || stale || slices.Contains(prompt, "login") {

@@ -295,6 +295,7 @@ type logoutPage struct {
 	Confirm                     bool
 	ClientName                  string
 	ClientID, PostLogout, State string
+	Link, LinkHost              string // where an unvetted client asked to be sent back, offered as a link
 }
 
 // handleEndSession is OpenID Connect RP-Initiated Logout 1.0 (§2, §3). The session ends
@@ -370,19 +371,25 @@ func (s *server) handleEndSession(w http.ResponseWriter, r *http.Request) {
 		s.setCookie(w, "oauthd_session", "", -1)
 		s.log.Info("logout requested by an application", "user", sess.User.Username, "client_id", c.ID)
 	}
-	if plr != "" {
-		v := url.Values{}
-		if state != "" {
-			v.Set("state", state)
-		}
-		to := plr
-		if len(v) > 0 {
-			to = redirectWith(plr, v)
-		}
+	to := plr
+	if plr != "" && state != "" {
+		to = redirectWith(plr, url.Values{"state": {state}})
+	}
+	// A client nobody vetted may have registered any URI: the browser goes there only with a
+	// valid id_token_hint issued to that client (RP-Initiated Logout 1.0 §3); otherwise the
+	// signed-out page offers it as a link, naming its host.
+	if plr != "" && (c.Vetted || hintAud == c.ID) {
 		http.Redirect(w, r, to, http.StatusSeeOther)
 		return
 	}
-	s.render(w, http.StatusOK, "logout", logoutPage{ClientName: c.Name})
+	page := logoutPage{ClientName: c.Name}
+	if plr != "" {
+		page.Link = to
+		if u, err := url.Parse(plr); err == nil {
+			page.LinkHost = u.Host
+		}
+	}
+	s.render(w, http.StatusOK, "logout", page)
 }
 
 // verifyIDTokenHint checks that an ID token was signed by one of our stored keys and issued by

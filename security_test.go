@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -448,6 +449,144 @@ func TestAuditFindings(t *testing.T) {
 			if got := addrKey(in); got != want {
 				t.Errorf("addrKey(%q) = %q; want %q", in, got, want)
 			}
+		}
+	})
+
+	t.Run("6 no open redirector through self-registered clients", func(t *testing.T) {
+		ts := newTestServer(t, func(c *config) { c.Registration = registrationOpen })
+		ts.addUser("alice", "correct horse battery")
+		r := ts.postJSON("POST", "/oauth/register", "", map[string]any{"client_name": "evil", "redirect_uris": []string{"https://evil.example/cb"},
+			"post_logout_redirect_uris": []string{"https://evil.example/"}, "token_endpoint_auth_method": "none", "scope": "openid"})
+		if r.Status != 201 {
+			t.Fatalf("register = %d %s", r.Status, r.Raw)
+		}
+		evil := testClient{}
+		evil.client, _ = ts.s.store.clientByID(context.Background(), str(r.JSON["client_id"]))
+		anon := ts.browser("", "")
+		for name, q := range map[string]url.Values{
+			"bad response_type": {"client_id": {evil.ID}, "redirect_uri": {"https://evil.example/cb"}, "response_type": {"token"}},
+			"no PKCE":           {"client_id": {evil.ID}, "redirect_uri": {"https://evil.example/cb"}, "response_type": {"code"}},
+			"prompt=none":       codeRequest(evil, nil),
+		} {
+			if name == "prompt=none" {
+				q.Set("prompt", "none")
+			}
+			p := anon.get("/oauth/authorize?" + q.Encode())
+			if p.StatusCode != http.StatusBadRequest || p.Header.Get("Location") != "" || !strings.Contains(p.Body, "Request refused") {
+				t.Fatalf("%s for an anonymous visitor = %d Location %q; want the 400 error page", name, p.StatusCode, p.Header.Get("Location"))
+			}
+		}
+		// A signed-in user's errors still go back to the app (it is the user's own request).
+		b := ts.browser("alice", "correct horse battery")
+		b.login()
+		q := codeRequest(evil, nil)
+		q.Set("scope", "openid admin")
+		if p := b.get("/oauth/authorize?" + q.Encode()); p.StatusCode != http.StatusFound || !strings.HasPrefix(p.Header.Get("Location"), "https://evil.example/cb?error=invalid_scope") {
+			t.Fatalf("an error for a signed-in user = %d %q", p.StatusCode, p.Header.Get("Location"))
+		}
+		// Logout: without a hint the signed-out page offers a link, naming the host.
+		p := anon.get("/oauth/logout?client_id=" + url.QueryEscape(evil.ID) + "&post_logout_redirect_uri=" + url.QueryEscape("https://evil.example/"))
+		if p.StatusCode != http.StatusOK || p.Header.Get("Location") != "" || !strings.Contains(p.Body, `href="https://evil.example/"`) || !strings.Contains(p.Body, "Continue to evil.example") {
+			t.Fatalf("logout through an unvetted client without a hint = %d %q", p.StatusCode, p.Header.Get("Location"))
+		}
+		// With a valid id_token_hint issued to that client it redirects.
+		q = codeRequest(evil, nil)
+		q.Set("scope", "openid")
+		code, ver := b.getCode(evil)
+		tok := ts.exchange(evil, code, ver)
+		hint := str(tok.JSON["id_token"])
+		if hint == "" {
+			t.Fatalf("no ID token: %s", tok.Raw)
+		}
+		p = anon.get("/oauth/logout?" + url.Values{"id_token_hint": {hint}, "post_logout_redirect_uri": {"https://evil.example/"}}.Encode())
+		if p.StatusCode != http.StatusSeeOther || p.Header.Get("Location") != "https://evil.example/" {
+			t.Fatalf("logout with a valid hint = %d %q", p.StatusCode, p.Header.Get("Location"))
+		}
+		// Vetting: the CLI and an admin on the pages vet; a user's own app on the pages does not.
+		ts.addAdmin("root", "the admin password")
+		for who, want := range map[string]bool{"alice": false, "root": true} {
+			pw := map[string]string{"alice": "correct horse battery", "root": "the admin password"}[who]
+			u := ts.browser(who, pw)
+			u.login()
+			fp := u.get("/oauth/client/register")
+			res := u.post("/oauth/client/register", url.Values{"csrf_token": {hidden(fp.Body, "csrf_token")}, "name": {who + " app"}, "redirect_uris": {"https://" + who + ".example/cb"}, "type": {"confidential"}})
+			if res.StatusCode != http.StatusCreated {
+				t.Fatalf("%s registers an app = %d", who, res.StatusCode)
+			}
+			cs, _ := ts.s.store.listClients(context.Background())
+			for _, c := range cs {
+				if c.Name == who+" app" && c.Vetted != want {
+					t.Errorf("an app registered on the pages by %s: vetted %v; want %v", who, c.Vetted, want)
+				}
+			}
+		}
+		if code, out, errs := cli(t, map[string]string{"OAUTHD_DB": ts.s.cfg.DB}, "", "client", "add", "-name", "cli", "-redirect-uri", "https://cli.example/cb"); code != 0 {
+			t.Fatalf("client add = %d %s %s", code, out, errs)
+		} else {
+			var v map[string]any
+			json.Unmarshal([]byte(out), &v)
+			if c, _ := ts.s.store.clientByID(context.Background(), str(v["client_id"])); !c.Vetted {
+				t.Error("a client added with the CLI is not vetted")
+			}
+		}
+	})
+
+	t.Run("7 device authorization is bounded", func(t *testing.T) {
+		ts := newTestServer(t, func(c *config) { c.TrustedProxy = "127.0.0.1/32, ::1" })
+		dev := ts.addClient(true, "read", "http://127.0.0.1/cb")
+		dev.GrantTypes = []string{grantDeviceCode}
+		if err := ts.s.store.updateClient(context.Background(), dev.client); err != nil {
+			t.Fatal(err)
+		}
+		start := func(from string) tokenCall {
+			req, _ := http.NewRequest("POST", ts.url+"/oauth/device_authorization", strings.NewReader(url.Values{"client_id": {dev.ID}}.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.Header.Set("X-Forwarded-For", from)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			return decodeCall(resp)
+		}
+		got := burst(40, func(int) int { return start("203.0.113.5").Status })
+		if got[200] != 30 || got[429] != 10 {
+			t.Fatalf("40 device authorizations from one address at once: %v; want 30 stored, 10 refused", got)
+		}
+		if r := start("203.0.113.5"); r.Status != 429 || r.Header.Get("Retry-After") == "" || str(r.JSON["error"]) != "slow_down" || str(r.JSON["error_description"]) == "" {
+			t.Fatalf("one more = %d %s", r.Status, r.Raw)
+		}
+		// Per client: at most maxPendingDevicePerClient live ones, from however many addresses.
+		for i := 0; i < maxPendingDevicePerClient; i++ {
+			start(fmt.Sprintf("198.51.%d.%d", i/200, i%200+1))
+		}
+		var n int
+		ts.s.store.db.QueryRow("SELECT count(*) FROM device_codes WHERE client_id = ?", dev.ID).Scan(&n)
+		if n != maxPendingDevicePerClient {
+			t.Fatalf("%d pending device authorizations for one client; want the bound %d", n, maxPendingDevicePerClient)
+		}
+		if r := start("192.0.2.77"); r.Status != 429 || r.Header.Get("Retry-After") == "" {
+			t.Fatalf("past the per-client bound = %d %s", r.Status, r.Raw)
+		}
+		// After they expire, the client can start again.
+		ts.clock.Advance(deviceCodeTTL + time.Second)
+		if r := start("192.0.2.77"); r.Status != 200 {
+			t.Fatalf("after the pending ones expired = %d %s", r.Status, r.Raw)
+		}
+		// In total: fill the table up to the bound with other clients' rows.
+		other := ts.addClient(true, "read", "http://127.0.0.1/cb")
+		tx, _ := ts.s.store.db.Begin()
+		for i := 0; i < maxPendingDevice; i++ {
+			if _, err := tx.Exec("INSERT INTO device_codes(hash, user_code_hash, client_id, scope, poll_interval, expires_at) VALUES(?, ?, ?, '', 5, ?)",
+				hashSecret(fmt.Sprint("d", i)), hashSecret(fmt.Sprint("u", i)), other.ID, ts.s.now().Add(time.Minute).Unix()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if r := start("192.0.2.78"); r.Status != 429 {
+			t.Fatalf("past the total bound = %d %s", r.Status, r.Raw)
 		}
 	})
 }

@@ -313,6 +313,8 @@ ALTER TABLE registration_tokens ADD COLUMN scopes TEXT NOT NULL DEFAULT '';     
 ALTER TABLE registration_tokens ADD COLUMN grant_types TEXT NOT NULL DEFAULT ''; -- grants it opens (client_credentials)
 ALTER TABLE clients ADD COLUMN reg_scopes TEXT NOT NULL DEFAULT '';              -- RFC 7591 clients: scopes their token opened
 ALTER TABLE clients ADD COLUMN reg_grants TEXT NOT NULL DEFAULT '';              -- RFC 7591 clients: grants their token opened
+ALTER TABLE clients ADD COLUMN vetted INTEGER NOT NULL DEFAULT 0;                -- created by an administrator (CLI or admin on the pages)
+UPDATE clients SET vetted = 1 WHERE dynamic = 0 AND (owner_id IS NULL OR owner_id IN (SELECT id FROM users WHERE admin = 1));
 `,
 }
 
@@ -674,16 +676,17 @@ type client struct {
 	RegistrationHash []byte   // SHA-256 of its RFC 7592 registration access token
 	RegScopes        []string // dynamic clients: the scopes their initial access token opened (the limit of RFC 7592 updates)
 	RegGrants        []string // dynamic clients: the grants their initial access token opened
+	Vetted           bool     // created by an administrator (CLI or admin pages): may redirect an anonymous visitor
 }
 
 const clientCols = "id, secret_hash, name, description, redirect_uris, scopes, public, created_at, id_token_alg, post_logout_redirect_uris, always_refresh, " +
-	"coalesce(owner_id, 0), logo_uri, client_uri, dynamic, grant_types, registration_hash, reg_scopes, reg_grants"
+	"coalesce(owner_id, 0), logo_uri, client_uri, dynamic, grant_types, registration_hash, reg_scopes, reg_grants, vetted"
 
 func scanClient(row interface{ Scan(...any) error }) (client, error) {
 	var c client
 	var uris, scopes, logout, grants, regScopes, regGrants string
 	err := row.Scan(&c.ID, &c.SecretHash, &c.Name, &c.Description, &uris, &scopes, &c.Public, &c.CreatedAt, &c.IDTokenAlg, &logout, &c.AlwaysRefresh,
-		&c.OwnerID, &c.LogoURI, &c.ClientURI, &c.Dynamic, &grants, &c.RegistrationHash, &regScopes, &regGrants)
+		&c.OwnerID, &c.LogoURI, &c.ClientURI, &c.Dynamic, &grants, &c.RegistrationHash, &regScopes, &regGrants, &c.Vetted)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, errNotFound
 	}
@@ -724,11 +727,11 @@ func clientArgs(c client) []any {
 	}
 	return []any{c.SecretHash, c.Name, c.Description, string(uris), strings.Join(c.Scopes, " "), c.Public,
 		c.IDTokenAlg, string(logout), c.AlwaysRefresh, owner, c.LogoURI, c.ClientURI, c.Dynamic, strings.Join(c.GrantTypes, " "), c.RegistrationHash,
-		strings.Join(c.RegScopes, " "), strings.Join(c.RegGrants, " ")}
+		strings.Join(c.RegScopes, " "), strings.Join(c.RegGrants, " "), c.Vetted}
 }
 
 const clientWriteCols = "secret_hash, name, description, redirect_uris, scopes, public, id_token_alg, post_logout_redirect_uris, always_refresh, " +
-	"owner_id, logo_uri, client_uri, dynamic, grant_types, registration_hash, reg_scopes, reg_grants"
+	"owner_id, logo_uri, client_uri, dynamic, grant_types, registration_hash, reg_scopes, reg_grants, vetted"
 
 // insertClientSQL inserts a client: its id, its age and the clientWriteCols.
 var insertClientSQL = "INSERT INTO clients(id, created_at, " + clientWriteCols + ") VALUES(?, ?" +

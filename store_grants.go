@@ -113,11 +113,32 @@ const (
 	deviceDenied   = 2
 )
 
-// createDeviceCode stores a device authorization; errExists when the user code collides.
-func (st *store) createDeviceCode(ctx context.Context, hash, userHash []byte, d deviceCode) error {
-	_, err := st.exec(ctx, "INSERT INTO device_codes(hash, user_code_hash, client_id, scope, poll_interval, expires_at) VALUES(?, ?, ?, ?, ?, ?)",
-		hash, userHash, d.ClientID, d.Scope, d.Interval, d.ExpiresAt)
-	return mapConstraint(err)
+// Bounds on live device authorizations (issue 11.7): anyone may start one for a public client,
+// and each is a row until it expires.
+const (
+	maxPendingDevicePerClient = 300
+	maxPendingDevice          = 10_000
+)
+
+// errTooMany is a bound reached: nothing was stored.
+var errTooMany = errors.New("too many pending requests")
+
+// createDeviceCode stores a device authorization; errExists when the user code collides,
+// errTooMany when the client or the server already has its bound of live ones. The counts
+// and the insert are one statement, so concurrent requests cannot overrun the bound.
+func (st *store) createDeviceCode(ctx context.Context, hash, userHash []byte, d deviceCode, now int64) error {
+	res, err := st.exec(ctx, "INSERT INTO device_codes(hash, user_code_hash, client_id, scope, poll_interval, expires_at) SELECT ?, ?, ?, ?, ?, ? "+
+		"WHERE (SELECT count(*) FROM device_codes WHERE client_id = ? AND expires_at > ?) < ? AND (SELECT count(*) FROM device_codes WHERE expires_at > ?) < ?",
+		hash, userHash, d.ClientID, d.Scope, d.Interval, d.ExpiresAt, d.ClientID, now, maxPendingDevicePerClient, now, maxPendingDevice)
+	if err != nil {
+		return mapConstraint(err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n == 0 {
+		return errTooMany
+	}
+	return nil
 }
 
 // pendingDevice finds the live, undecided device authorization with that user code.
