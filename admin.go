@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"net/http"
+	"net/url"
 	"time"
 )
 
@@ -42,8 +43,12 @@ func (s *server) requireAdmin(w http.ResponseWriter, r *http.Request) (session, 
 	return sess, true
 }
 
-// renderAdmin shows the users page with a message.
+// renderAdmin shows the users page with a message (a notice that a redirect carried when
+// notice is empty).
 func (s *server) renderAdmin(w http.ResponseWriter, r *http.Request, sess session, status int, errMsg, notice string) {
+	if notice == "" && r.Method == http.MethodGet {
+		notice = s.takeNotice(w, r)
+	}
 	users, err := s.store.listUsers(r.Context())
 	if err != nil {
 		s.serverErrorPage(w, r, err)
@@ -85,7 +90,7 @@ func (s *server) handleAdminAddUser(w http.ResponseWriter, r *http.Request) {
 		s.serverErrorPage(w, r, err)
 	default:
 		s.log.Info("user added by an administrator", "user", u.Username, "admin", sess.User.Username)
-		s.renderAdmin(w, r, sess, http.StatusOK, "", "User "+u.Username+" added.")
+		s.seeOther(w, r, "/admin/users", "User "+u.Username+" added.")
 	}
 }
 
@@ -104,6 +109,26 @@ func (s *server) handleAdminInvite(w http.ResponseWriter, r *http.Request) {
 	s.log.Info("invitation created", "admin", sess.User.Username)
 	s.render(w, http.StatusOK, "link", linkPage{pageData: s.pageData(sess, ""), Title: "Invitation link",
 		Link: s.cfg.Issuer + "/invite?token=" + tok, What: "Send this link to the person you invite. It works once, for 7 days."})
+}
+
+// handleAdminDisablePage asks before a user is disabled: it ends their sessions and revokes
+// every app's access.
+func (s *server) handleAdminDisablePage(w http.ResponseWriter, r *http.Request) {
+	sess, ok := s.requireAdmin(w, r)
+	if !ok {
+		return
+	}
+	u, err := s.store.userByName(r.Context(), r.PathValue("name"))
+	if errors.Is(err, errNotFound) {
+		s.errorPage(w, http.StatusNotFound, "No such user", "There is no user named "+r.PathValue("name")+".")
+		return
+	} else if err != nil {
+		s.serverErrorPage(w, r, err)
+		return
+	}
+	s.confirm(w, sess, "admin", confirmPage{Title: "Disable " + u.Username + "?",
+		Message: u.Username + " is signed out everywhere and cannot sign in, and every app they authorized loses its access at once (every token is revoked). Enabling them again later does not bring the tokens back.",
+		Action:  "/admin/users/" + url.PathEscape(u.Username) + "/disable", Button: "Disable " + u.Username, Cancel: "/admin/users"})
 }
 
 // handleAdminUserAction disables, enables or makes a password reset link for a user.
@@ -132,7 +157,7 @@ func (s *server) handleAdminUserAction(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.log.Info("user "+action+"d", "user", u.Username, "admin", sess.User.Username)
-		s.renderAdmin(w, r, sess, http.StatusOK, "", "User "+u.Username+" "+action+"d.")
+		s.seeOther(w, r, "/admin/users", "User "+u.Username+" "+action+"d.")
 	case "reset":
 		tok := newSecret()
 		if err := s.store.createLink(r.Context(), hashSecret(tok), userLink{Kind: "reset", UserID: u.ID, ExpiresAt: s.now().Add(resetTTL).Unix()}); err != nil {

@@ -176,7 +176,9 @@ func (s *server) handleClientList(w http.ResponseWriter, r *http.Request) {
 			owners[u.ID] = u.Username
 		}
 	}
-	s.render(w, http.StatusOK, "clients", clientListPage{pageData: s.pageData(sess, "client"), Admin: sess.User.Admin, Clients: mine, Owners: owners})
+	page := clientListPage{pageData: s.pageData(sess, "client"), Admin: sess.User.Admin, Clients: mine, Owners: owners}
+	page.Notice = s.takeNotice(w, r)
+	s.render(w, http.StatusOK, "clients", page)
 }
 
 // ownedClient loads the client in the path if the user owns it or is an admin; otherwise
@@ -242,7 +244,21 @@ func (s *server) handleClientEdit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("client edited on the pages", "client_id", c.ID, "user", sess.User.Username)
-	http.Redirect(w, r, "/oauth/client/list", http.StatusSeeOther)
+	s.seeOther(w, r, "/oauth/client/list", c.Name+" is saved.")
+}
+
+// handleClientRotatePage asks before the secret is replaced: the app breaks until it has the
+// new one.
+func (s *server) handleClientRotatePage(w http.ResponseWriter, r *http.Request) {
+	sess, ok := s.requireSession(w, r)
+	if !ok {
+		return
+	}
+	if c, ok := s.ownedClient(w, r, sess); ok {
+		s.confirm(w, sess, "client", confirmPage{Title: "Rotate the secret of " + c.Name + "?",
+			Message: "The current secret stops working at once: " + c.Name + " cannot sign anyone in, refresh or introspect until its configuration has the new secret, which is shown once on the next page.",
+			Action:  "/oauth/client/" + c.ID + "/rotate", Button: "Rotate the secret", Cancel: "/oauth/client/list"})
+	}
 }
 
 // handleClientRotate replaces a confidential client's secret and shows the new one once.
@@ -302,7 +318,7 @@ func (s *server) handleClientDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("client deleted on the pages", "client_id", c.ID, "user", sess.User.Username)
-	http.Redirect(w, r, "/oauth/client/list", http.StatusSeeOther)
+	s.seeOther(w, r, "/oauth/client/list", c.Name+" is deleted, with every token it held.")
 }
 
 // connectionsPage lists the apps the user has authorized.
@@ -322,7 +338,28 @@ func (s *server) handleConnections(w http.ResponseWriter, r *http.Request) {
 		s.serverErrorPage(w, r, err)
 		return
 	}
-	s.render(w, http.StatusOK, "connections", connectionsPage{pageData: s.pageData(sess, "connection"), Connections: cs})
+	page := connectionsPage{pageData: s.pageData(sess, "connection"), Connections: cs}
+	page.Notice = s.takeNotice(w, r)
+	s.render(w, http.StatusOK, "connections", page)
+}
+
+// handleConnectionRevokePage asks before an app loses its access.
+func (s *server) handleConnectionRevokePage(w http.ResponseWriter, r *http.Request) {
+	sess, ok := s.requireSession(w, r)
+	if !ok {
+		return
+	}
+	c, err := s.store.clientByID(r.Context(), r.PathValue("id"))
+	if errors.Is(err, errNotFound) {
+		s.errorPage(w, http.StatusNotFound, "No such connection", "You have not authorized this application.")
+		return
+	} else if err != nil {
+		s.serverErrorPage(w, r, err)
+		return
+	}
+	s.confirm(w, sess, "connection", confirmPage{Title: "Revoke " + c.Name + "?",
+		Message: c.Name + " is signed out at once: every token it holds for you stops working, and it must ask for your approval again.",
+		Action:  "/oauth/client/connections/" + c.ID + "/revoke", Button: "Revoke access", Cancel: "/oauth/client/connections"})
 }
 
 // handleConnectionRevoke forgets the consent and revokes every token of that app at once.
@@ -344,7 +381,7 @@ func (s *server) handleConnectionRevoke(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	s.log.Info("connection revoked by the user", "client_id", r.PathValue("id"), "user", sess.User.Username)
-	http.Redirect(w, r, "/oauth/client/connections", http.StatusSeeOther)
+	s.seeOther(w, r, "/oauth/client/connections", "The application's access is revoked.")
 }
 
 // date formats unix seconds for the pages.

@@ -131,7 +131,10 @@ func TestClientPages(t *testing.T) {
 		t.Errorf("after edit: %+v", c)
 	}
 	// Rotate: the new secret works, the old one no longer.
-	list := alice.get("/oauth/client/list")
+	list := alice.get("/oauth/client/" + id + "/rotate") // the confirmation page says what breaks
+	if !strings.Contains(list.Body, "stops working at once") || !strings.Contains(list.Body, `class="danger"`) {
+		t.Errorf("rotate confirmation page: %s", list.Body)
+	}
 	if p := alice.post("/oauth/client/"+id+"/rotate", url.Values{}); p.StatusCode != http.StatusForbidden {
 		t.Errorf("rotate without csrf_token = %d", p.StatusCode)
 	}
@@ -186,8 +189,17 @@ func TestConnections(t *testing.T) {
 	if !ts.active(c, str(ref.JSON["access_token"])) {
 		t.Fatal("a refused revoke revoked")
 	}
-	if r := b.post("/oauth/client/connections/"+c.ID+"/revoke", url.Values{"csrf_token": {hidden(p.Body, "csrf_token")}}); r.StatusCode != http.StatusSeeOther {
+	cp := b.get("/oauth/client/connections/" + c.ID + "/revoke") // the confirmation page
+	if !strings.Contains(cp.Body, "signed out at once") || !strings.Contains(cp.Body, `class="danger"`) {
+		t.Fatalf("revoke confirmation page = %d %s", cp.StatusCode, cp.Body)
+	}
+	if r := b.post("/oauth/client/connections/"+c.ID+"/revoke", url.Values{"csrf_token": {hidden(cp.Body, "csrf_token")}}); r.StatusCode != http.StatusSeeOther {
 		t.Fatalf("revoke = %d", r.StatusCode)
+	}
+	if after := b.get("/oauth/client/connections"); !strings.Contains(after.Body, "access is revoked") {
+		t.Error("no notice after the revocation")
+	} else if again := b.get("/oauth/client/connections"); strings.Contains(again.Body, "access is revoked") {
+		t.Error("the notice shows twice")
 	}
 	for _, tk := range []string{str(tok.JSON["access_token"]), str(ref.JSON["access_token"]), str(ref.JSON["refresh_token"])} {
 		if ts.active(c, tk) {
@@ -226,7 +238,8 @@ func TestAdminUsers(t *testing.T) {
 	if p := root.post("/admin/users", url.Values{"username": {"carol"}, "password": {"carol's password"}}); p.StatusCode != http.StatusForbidden {
 		t.Fatalf("admin POST without csrf_token = %d", p.StatusCode)
 	}
-	if p := root.post("/admin/users", url.Values{"csrf_token": {csrf}, "username": {"carol"}, "password": {"carol's password"}}); p.StatusCode != 200 || !strings.Contains(p.Body, "User carol added.") {
+	if p := root.post("/admin/users", url.Values{"csrf_token": {csrf}, "username": {"carol"}, "password": {"carol's password"}}); p.StatusCode != http.StatusSeeOther ||
+		p.Header.Get("Location") != "/admin/users" || !strings.Contains(root.get("/admin/users").Body, "User carol added.") {
 		t.Fatalf("add user = %d", p.StatusCode)
 	}
 	if p := root.post("/admin/users", url.Values{"csrf_token": {csrf}, "username": {"carol"}, "password": {"carol's password"}}); p.StatusCode != http.StatusConflict {
@@ -262,7 +275,10 @@ func TestAdminUsers(t *testing.T) {
 	if p := root.post("/admin/users/root/disable", url.Values{"csrf_token": {csrf}}); p.StatusCode != http.StatusBadRequest {
 		t.Errorf("disabling yourself = %d", p.StatusCode)
 	}
-	if p := root.post("/admin/users/alice/disable", url.Values{"csrf_token": {csrf}}); p.StatusCode != 200 {
+	if cp := root.get("/admin/users/alice/disable"); !strings.Contains(cp.Body, "signed out everywhere") || !strings.Contains(cp.Body, `class="danger"`) {
+		t.Fatalf("disable confirmation page = %d", cp.StatusCode)
+	}
+	if p := root.post("/admin/users/alice/disable", url.Values{"csrf_token": {csrf}}); p.StatusCode != http.StatusSeeOther || !strings.Contains(root.get("/admin/users").Body, "User alice disabled.") {
 		t.Fatalf("disable = %d", p.StatusCode)
 	}
 	if ts.active(c, str(tok.JSON["access_token"])) || ts.active(c, str(tok.JSON["refresh_token"])) {

@@ -40,6 +40,8 @@ type config struct {
 	LogFormat          string        // text or json
 	TrustedProxy       string        // comma-separated CIDRs whose X-Forwarded-For is believed
 	AllowNetFS         bool          // serve a database on NFS/SMB/CIFS anyway
+	Name               string        // the instance's name on every page and in mail (-name)
+	Logo               string        // path of a PNG or SVG logo shown on every page (-logo)
 
 	KeyGen func(alg string) (crypto.Signer, error) // makes signing keys; nil means generateKey
 	FSType func(dir string) (int64, error)         // statfs f_type of a directory; nil means statfsType
@@ -70,6 +72,7 @@ type server struct {
 	log     *slog.Logger
 	now     func() time.Time
 	pages   map[string]*template.Template // page name -> base layout + page
+	logo    *siteLogo                     // -logo; nil without
 	csrfKey []byte                        // HMAC key of the per-form CSRF tokens
 	cop     *http.CrossOriginProtection
 	secure  bool // issuer is https: Secure and __Host- cookies
@@ -100,6 +103,13 @@ func newServer(ctx context.Context, cfg config, st *store, log *slog.Logger) (*s
 	if err != nil {
 		return nil, fmt.Errorf("-trusted-proxy: %w", err)
 	}
+	logo, err := loadLogo(cfg.Logo)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Name == "" {
+		cfg.Name = "oauthd"
+	}
 	key, err := st.secretSetting(ctx, "csrf_key")
 	if err != nil {
 		return nil, err
@@ -109,7 +119,8 @@ func newServer(ctx context.Context, cfg config, st *store, log *slog.Logger) (*s
 		store:   st,
 		log:     log,
 		now:     time.Now,
-		pages:   parsePages(),
+		pages:   parsePages(cfg.Name, logo.url()),
+		logo:    logo,
 		csrfKey: key,
 		cop:     http.NewCrossOriginProtection(),
 		secure:  strings.HasPrefix(iss, "https://"),
@@ -189,28 +200,33 @@ func (s *server) routes() http.Handler {
 	mux.Handle("POST /device", s.form(s.handleDevice))
 	mux.HandleFunc("GET /account", s.handleAccountPage)
 	mux.Handle("POST /account", s.form(s.handleAccount))
+	mux.HandleFunc("GET /static/logo", s.handleLogo)
 	mux.HandleFunc("GET /static/{name}", s.handleStatic)
+	mux.HandleFunc("GET /favicon.ico", s.handleFavicon)
 	// Client pages, connections, administration.
 	mux.HandleFunc("GET /oauth/client/register", s.handleClientRegisterPage)
 	mux.Handle("POST /oauth/client/register", s.form(s.handleClientRegister))
 	mux.HandleFunc("GET /oauth/client/list", s.handleClientList)
 	mux.HandleFunc("GET /oauth/client/{id}/edit", s.handleClientEditPage)
 	mux.Handle("POST /oauth/client/{id}/edit", s.form(s.handleClientEdit))
+	mux.HandleFunc("GET /oauth/client/{id}/rotate", s.handleClientRotatePage)
 	mux.Handle("POST /oauth/client/{id}/rotate", s.form(s.handleClientRotate))
 	mux.HandleFunc("GET /oauth/client/{id}/delete", s.handleClientDeletePage)
 	mux.Handle("POST /oauth/client/{id}/delete", s.form(s.handleClientDelete))
 	mux.HandleFunc("GET /oauth/client/connections", s.handleConnections)
+	mux.HandleFunc("GET /oauth/client/connections/{id}/revoke", s.handleConnectionRevokePage)
 	mux.Handle("POST /oauth/client/connections/{id}/revoke", s.form(s.handleConnectionRevoke))
 	mux.HandleFunc("GET /admin/users", s.handleAdminUsers)
 	mux.Handle("POST /admin/users", s.form(s.handleAdminAddUser))
 	mux.Handle("POST /admin/users/invite", s.form(s.handleAdminInvite))
+	mux.HandleFunc("GET /admin/users/{name}/disable", s.handleAdminDisablePage)
 	mux.Handle("POST /admin/users/{name}/{action}", s.form(s.handleAdminUserAction))
 	mux.HandleFunc("GET /invite", s.handleInvitePage)
 	mux.Handle("POST /invite", s.form(s.handleInvite))
 	mux.HandleFunc("GET /reset", s.handleResetPage)
 	mux.Handle("POST /reset", s.form(s.handleReset))
 	mux.HandleFunc("GET /healthz", s.handleHealthz)
-	return s.headers(s.watchHost(s.logRefusals(http.MaxBytesHandler(mux, maxBody))))
+	return s.headers(s.watchHost(s.logRefusals(http.MaxBytesHandler(s.pagesFor404(mux), maxBody))))
 }
 
 // maxBody bounds every request body.
@@ -746,6 +762,23 @@ var scopeWords = map[string]string{
 	"offline_access": "Keep access while you are not using it",
 }
 
+// consentOrder lists scopes as the consent page shows them: openid (who you are) first,
+// offline_access (access while you are away) last, the others in between as asked.
+func consentOrder(scopes []string) []string {
+	rank := func(sc string) int {
+		switch sc {
+		case "openid":
+			return 0
+		case "offline_access":
+			return 2
+		}
+		return 1
+	}
+	out := slices.Clone(scopes)
+	slices.SortStableFunc(out, func(a, b string) int { return rank(a) - rank(b) })
+	return out
+}
+
 // showConsent renders the consent page for a validated request. The request is kept
 // server-side, bound to this session, under a random token the form carries: a forged or
 // replayed POST finds nothing.
@@ -757,7 +790,7 @@ func (s *server) showConsent(w http.ResponseWriter, r *http.Request, c client, r
 	}
 	type scopeLine struct{ Name, Words string }
 	var lines []scopeLine
-	for _, sc := range req.Scopes {
+	for _, sc := range consentOrder(req.Scopes) {
 		lines = append(lines, scopeLine{sc, scopeWords[sc]})
 	}
 	host := req.RedirectURI // a private-use scheme URI has no host: show it whole

@@ -226,9 +226,9 @@ func (s *server) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 // accountPage is the profile form's data.
 type accountPage struct {
 	pageData
-	Username, Name, Email, Error, Saved string
-	EmailVerified                       bool
-	LogoutCSRF                          string
+	Username, Name, Email, Error string
+	EmailVerified                bool
+	LogoutCSRF                   string
 }
 
 // handleAccountPage shows the logged-in user's profile form.
@@ -239,8 +239,10 @@ func (s *server) handleAccountPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u := sess.User
-	s.render(w, http.StatusOK, "account", accountPage{pageData: s.pageData(sess, "account"), Username: u.Username, Name: u.Name,
-		Email: u.Email, EmailVerified: u.EmailVerified, LogoutCSRF: s.csrfToken(sess.Hash, "logout")})
+	page := accountPage{pageData: s.pageData(sess, "account"), Username: u.Username, Name: u.Name,
+		Email: u.Email, EmailVerified: u.EmailVerified, LogoutCSRF: s.csrfToken(sess.Hash, "logout")}
+	page.Notice = s.takeNotice(w, r)
+	s.render(w, http.StatusOK, "account", page)
 }
 
 // handleAccount saves name and email; a changed email is no longer verified.
@@ -268,9 +270,7 @@ func (s *server) handleAccount(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("profile changed", "user", sess.User.Username)
-	page.Saved = "Saved."
-	page.EmailVerified = sess.User.EmailVerified && email == sess.User.Email
-	s.render(w, http.StatusOK, "account", page)
+	s.seeOther(w, r, "/account", "Your profile is saved.")
 }
 
 // validProfile checks a display name and an email address (empty means none).

@@ -519,7 +519,7 @@ func TestAccountPage(t *testing.T) {
 		}
 	}
 	r := b.post("/account", url.Values{"csrf_token": {csrf}, "name": {"Alice Liddell"}, "email": {"alice@wonderland.example"}})
-	if r.StatusCode != 200 || !strings.Contains(r.Body, "Saved.") {
+	if r.StatusCode != http.StatusSeeOther || !strings.Contains(b.get("/account").Body, "Your profile is saved.") {
 		t.Fatalf("account POST = %d %q", r.StatusCode, r.Body)
 	}
 	tok, _ := b.oidcFlow(rs, "openid profile email", nil)

@@ -27,11 +27,12 @@ import (
 var templateFS embed.FS
 
 // parsePages parses each page together with the base layout, once, at start.
-func parsePages() map[string]*template.Template {
+func parsePages(site, logoURL string) map[string]*template.Template {
 	pages := map[string]*template.Template{}
-	funcs := template.FuncMap{"date": date, "join": strings.Join}
+	funcs := template.FuncMap{"date": date, "join": strings.Join,
+		"site": func() string { return site }, "logo": func() string { return logoURL }}
 	for _, name := range []string{"login", "consent", "error", "newaccount", "home", "account", "logout", "message", "device",
-		"client_form", "clients", "client_secret", "client_delete", "connections", "admin_users", "link", "reset"} {
+		"client_form", "clients", "client_secret", "client_delete", "connections", "admin_users", "link", "reset", "confirm"} {
 		pages[name] = template.Must(template.New("base.html").Funcs(funcs).ParseFS(templateFS, "templates/base.html", "templates/"+name+".html"))
 	}
 	return pages
@@ -39,9 +40,10 @@ func parsePages() map[string]*template.Template {
 
 // pageData is what the base layout needs on every page.
 type pageData struct {
-	User  string // logged-in username, "" when anonymous
-	Admin bool   // the signed-in user is an administrator (the menu shows the admin page)
-	CSRF  string // token for this page's form
+	User   string // logged-in username, "" when anonymous
+	Admin  bool   // the signed-in user is an administrator (the menu shows the admin page)
+	CSRF   string // token for this page's form
+	Notice string // a one-time notice: what the form posted before this page did
 }
 
 // pageData fills the base layout's data for a page whose form is bound to sess.
@@ -68,18 +70,19 @@ func (s *server) render(w http.ResponseWriter, status int, name string, data any
 	w.Write(buf.Bytes())
 }
 
-// messagePage is a page that only tells something.
+// messagePage is a page that only tells something, with a way on.
 type messagePage struct {
 	pageData
 	Title, Message string
+	Next           []navLink // where to go from here; none: the home page
 }
+
+// navLink is a link offered as the way on from a page.
+type navLink struct{ Href, Text string }
 
 // errorPage tells a person what went wrong; used wherever a redirect would be unsafe.
 func (s *server) errorPage(w http.ResponseWriter, status int, title, msg string) {
-	s.render(w, status, "error", struct {
-		pageData
-		Title, Message string
-	}{pageData{}, title, msg})
+	s.render(w, status, "error", messagePage{Title: title, Message: msg})
 }
 
 // serverErrorPage logs a storage fault and shows a page without its details.

@@ -4,6 +4,8 @@ import (
 	"io/fs"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -282,5 +284,64 @@ func TestPageHeaders(t *testing.T) {
 	p := b.post("/login", url.Values{"username": {strings.Repeat("a", 1<<20)}})
 	if p.StatusCode != http.StatusRequestEntityTooLarge {
 		t.Errorf("1 MB login body = %d; want 413", p.StatusCode)
+	}
+}
+
+// TestSitePages: the instance's name and logo on every page, the favicon, 404 and 405 as pages
+// in the layout, one-time notices that cannot be forged, and the consent page's order.
+func TestSitePages(t *testing.T) {
+	logo := filepath.Join(t.TempDir(), "logo.svg")
+	os.WriteFile(logo, []byte(`<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 1 1"><script>alert(1)</script></svg>`), 0o600)
+	ts := newTestServer(t, func(c *config) { c.Name = "Family Cloud"; c.Logo = logo })
+	b := ts.browser("", "")
+	p := b.get("/login")
+	if !strings.Contains(p.Body, "<title>Sign in · Family Cloud</title>") || !strings.Contains(p.Body, `<span>Family Cloud</span>`) || !strings.Contains(p.Body, `src="/static/logo?v=`) {
+		t.Fatalf("the login page does not carry the instance's name and logo:\n%s", p.Body)
+	}
+	lg := b.get("/static/logo?v=x")
+	if lg.Header.Get("Content-Type") != "image/svg+xml" || !strings.Contains(lg.Header.Get("Cache-Control"), "max-age=31536000") ||
+		!strings.Contains(lg.Header.Get("Content-Security-Policy"), "sandbox") {
+		t.Errorf("logo = %d %v", lg.StatusCode, lg.Header)
+	}
+	if f := b.get("/favicon.ico"); f.StatusCode != 200 || !strings.HasPrefix(f.Header.Get("Content-Type"), "image/") {
+		t.Errorf("favicon = %d %q", f.StatusCode, f.Header.Get("Content-Type"))
+	}
+	nf := b.get("/no/such/page")
+	if nf.StatusCode != 404 || !strings.Contains(nf.Body, "Page not found") || !strings.Contains(nf.Body, `href="/"`) || !strings.Contains(nf.Header.Get("Content-Type"), "text/html") {
+		t.Errorf("404 = %d %q", nf.StatusCode, nf.Body)
+	}
+	req, _ := http.NewRequest("DELETE", ts.url+"/login", nil)
+	na := b.do(req)
+	if na.StatusCode != 405 || !strings.Contains(na.Body, "Not allowed here") || !strings.Contains(na.Header.Get("Allow"), "GET") {
+		t.Errorf("405 = %d Allow %q %q", na.StatusCode, na.Header.Get("Allow"), na.Body)
+	}
+	// A notice is shown once, and a forged one not at all.
+	u, _ := url.Parse(ts.url)
+	b.c.Jar.SetCookies(u, []*http.Cookie{{Name: "oauthd_notice", Value: "UGhpc2hpbmc.AAAAAAAAAAAAAAAAAAAAAA"}})
+	ts.addUser("alice", "correct horse battery")
+	alice := ts.browser("alice", "correct horse battery")
+	alice.login()
+	alice.c.Jar.SetCookies(u, []*http.Cookie{{Name: "oauthd_notice", Value: "UGhpc2hpbmc.AAAAAAAAAAAAAAAAAAAAAA"}})
+	if p := alice.get("/account"); strings.Contains(p.Body, "Phishing") || strings.Contains(p.Body, `class="notice"`) {
+		t.Error("a forged notice is shown")
+	}
+	// The consent page lists openid first and offline_access last.
+	c := ts.addClient(false, "read", "https://app.example/cb")
+	q := codeRequest(c, nil)
+	q.Set("scope", "offline_access read openid email")
+	cp := alice.authorize(q, "")
+	i0, i1, i2 := strings.Index(cp.Body, "<code>openid</code>"), strings.Index(cp.Body, "<code>read</code>"), strings.Index(cp.Body, "<code>offline_access</code>")
+	if i0 < 0 || i1 < i0 || i2 < i1 {
+		t.Errorf("consent order: openid %d, read %d, offline_access %d", i0, i1, i2)
+	}
+	// A logo that is neither PNG nor SVG, or too large, is refused at start.
+	bad := filepath.Join(t.TempDir(), "logo.gif")
+	os.WriteFile(bad, []byte("GIF89a"), 0o600)
+	if _, err := loadLogo(bad); err == nil {
+		t.Error("a GIF logo was accepted")
+	}
+	os.WriteFile(bad, append([]byte("\x89PNG\r\n\x1a\n"), make([]byte, maxLogo)...), 0o600)
+	if _, err := loadLogo(bad); err == nil || !strings.Contains(err.Error(), "256 KiB") {
+		t.Errorf("a 256 KiB+ logo: %v", err)
 	}
 }
