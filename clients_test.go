@@ -287,8 +287,11 @@ func TestAdminUsers(t *testing.T) {
 	if strings.Contains(alice.get("/").Body, "Signed in") {
 		t.Error("a disabled user is still signed in")
 	}
-	if p := ts.browser("alice", "correct horse battery").login(); p.StatusCode != http.StatusUnauthorized {
-		t.Errorf("a disabled user logged in: %d", p.StatusCode)
+	if p := ts.browser("alice", "correct horse battery").login(); p.StatusCode != http.StatusForbidden || !strings.Contains(p.Body, "This account is disabled") {
+		t.Errorf("a disabled user with the right password = %d; want 403 saying the account is disabled", p.StatusCode)
+	}
+	if p := ts.browser("alice", "a wrong password").login(); p.StatusCode != http.StatusUnauthorized || strings.Contains(p.Body, "disabled") {
+		t.Errorf("a disabled user with a wrong password = %d; want the usual 401", p.StatusCode)
 	}
 	root.post("/admin/users/alice/enable", url.Values{"csrf_token": {csrf}})
 	if p := ts.browser("alice", "correct horse battery").login(); p.StatusCode != http.StatusSeeOther {

@@ -578,11 +578,7 @@ func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	}
 	uri, given, ok := matchRedirect(c.RedirectURIs, q.Get("redirect_uri"))
 	if !ok {
-		msg := "The redirect_uri is not registered for this application."
-		if q.Get("redirect_uri") == "" {
-			msg = "The application has several redirect URIs registered, so the request must name one."
-		}
-		s.errorPage(w, http.StatusBadRequest, "Invalid redirect URI", msg)
+		s.redirectURIError(w, r, c, q.Get("redirect_uri"))
 		return
 	}
 	req := authRequest{ClientID: c.ID, RedirectURI: uri, RedirectGiven: given, State: q.Get("state")}
@@ -709,6 +705,27 @@ func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.showConsent(w, r, c, req, sess)
+}
+
+// redirectURIPage explains an unregistered redirect_uri: what arrived, the usual causes, and
+// (to the app's owner or an administrator) what is registered.
+type redirectURIPage struct {
+	pageData
+	Client     client
+	Received   string
+	Registered []string // shown to the owner or an administrator only
+}
+
+// redirectURIError shows why a redirect_uri was refused (never redirecting to it) and logs
+// the client and the URI received.
+func (s *server) redirectURIError(w http.ResponseWriter, r *http.Request, c client, got string) {
+	s.log.Info("authorization refused: redirect_uri not registered", "client_id", c.ID, "redirect_uri", got)
+	sess, _ := s.session(r)
+	page := redirectURIPage{pageData: s.pageData(sess, ""), Client: c, Received: got}
+	if sess.User.Admin || (sess.User.ID != 0 && sess.User.ID == c.OwnerID) {
+		page.Registered = c.RedirectURIs
+	}
+	s.render(w, http.StatusBadRequest, "redirect_error", page)
 }
 
 // validChallenge checks the form of an S256 code_challenge (RFC 7636 §4.2).

@@ -32,7 +32,7 @@ func parsePages(site, logoURL string) map[string]*template.Template {
 	funcs := template.FuncMap{"date": date, "join": strings.Join,
 		"site": func() string { return site }, "logo": func() string { return logoURL }}
 	for _, name := range []string{"login", "consent", "error", "newaccount", "home", "account", "logout", "message", "device",
-		"client_form", "clients", "client_secret", "client_delete", "connections", "admin_users", "link", "reset", "confirm"} {
+		"client_form", "clients", "client_secret", "client_delete", "connections", "admin_users", "link", "reset", "confirm", "redirect_error"} {
 		pages[name] = template.Must(template.New("base.html").Funcs(funcs).ParseFS(templateFS, "templates/base.html", "templates/"+name+".html"))
 	}
 	return pages
@@ -388,7 +388,14 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		s.guard.addrs.undo(fromKey)
 		return
 	}
-	if !good || err != nil || u.Disabled {
+	if good && err == nil && u.Disabled {
+		// Only the right password learns this: it is the account's owner, who needs to know.
+		s.log.Info("login refused: account disabled", "user", u.Username, "from", from)
+		page.Error = "This account is disabled. Ask your administrator to enable it."
+		s.render(w, http.StatusForbidden, "login", page)
+		return
+	}
+	if !good || err != nil {
 		// Only a known username is logged: an unknown one may be a password typed in the wrong box.
 		s.log.Info("login failed", "user", u.Username, "known_user", err == nil, "from", from)
 		page.Error = "Incorrect username or password."

@@ -345,3 +345,27 @@ func TestSitePages(t *testing.T) {
 		t.Errorf("a 256 KiB+ logo: %v", err)
 	}
 }
+
+// TestRedirectURIErrorPage: the page shows the URI received and the usual causes, and lists
+// the registered URIs only to the app's owner or an administrator.
+func TestRedirectURIErrorPage(t *testing.T) {
+	ts := newTestServer(t)
+	ts.addUser("alice", "correct horse battery")
+	ts.addAdmin("root", "the admin password")
+	c := ts.addClient(false, "read", "https://app.example/callback")
+	q := codeRequest(c, nil)
+	q.Set("redirect_uri", "https://app.example/callback/")
+	for who, pw := range map[string]string{"": "", "alice": "correct horse battery", "root": "the admin password"} {
+		b := ts.browser(who, pw)
+		if who != "" {
+			b.login()
+		}
+		p := b.get("/oauth/authorize?" + q.Encode())
+		if p.StatusCode != 400 || p.Header.Get("Location") != "" || !strings.Contains(p.Body, "https://app.example/callback/") || !strings.Contains(p.Body, "trailing slash") {
+			t.Fatalf("%q: redirect URI page = %d", who, p.StatusCode)
+		}
+		if shows := strings.Contains(p.Body, `<code class="id">https://app.example/callback</code>`); shows != (who == "root") {
+			t.Errorf("%q: registered URIs shown = %v", who, shows)
+		}
+	}
+}
