@@ -31,7 +31,42 @@ type clientForm struct {
 	Edit                                bool
 	ID, Name, Description, RedirectURIs string
 	Scope, LogoURI, ClientURI, Error    string
-	Public                              bool
+	PostLogoutURIs                      string // one per line
+	Public, AlwaysRefresh               bool
+	Code, ClientCredentials, Device     bool // the grants ticked
+}
+
+// errNoGrant is a register/edit form with no grant ticked.
+var errNoGrant = &specError{msg: "choose at least one way the application gets tokens (sign-in in the browser, client credentials or device)"}
+
+// formGrants are the grants a register/edit form asks for: the code flow (with refresh
+// tokens), client_credentials, the device flow.
+func formGrants(f url.Values) []string {
+	var g []string
+	if f.Get("grant_code") == "on" {
+		g = append(g, grantAuthorizationCode, grantRefreshToken)
+	}
+	if f.Get("grant_client_credentials") == "on" {
+		g = append(g, grantClientCredentials)
+	}
+	if f.Get("grant_device") == "on" {
+		g = append(g, grantDeviceCode, grantRefreshToken)
+	}
+	return g
+}
+
+// checkGrantsFor keeps the grants that act without a person at the app's side
+// (client_credentials) or that any device may start (device_code) to administrators.
+func checkGrantsFor(sess session, grants []string) error {
+	if sess.User.Admin {
+		return nil
+	}
+	for _, g := range grants {
+		if g == grantClientCredentials || g == grantDeviceCode {
+			return &specError{msg: "only an administrator can give an application the " + map[string]string{grantClientCredentials: "client_credentials", grantDeviceCode: "device"}[g] + " grant"}
+		}
+	}
+	return nil
 }
 
 // clientListPage lists clients.
@@ -47,6 +82,7 @@ type secretPage struct {
 	pageData
 	Client        client
 	Secret, Title string
+	Issuer        string // shown with the credentials, with the discovery URL
 }
 
 // handleClientRegisterPage shows the registration form.
@@ -55,7 +91,10 @@ func (s *server) handleClientRegisterPage(w http.ResponseWriter, r *http.Request
 	if !ok {
 		return
 	}
-	s.render(w, http.StatusOK, "client_form", clientForm{pageData: s.pageData(sess, "client")})
+	if !s.userAppsAllowed(w, sess) {
+		return
+	}
+	s.render(w, http.StatusOK, "client_form", clientForm{pageData: s.pageData(sess, "client"), Code: true})
 }
 
 // formSpec reads the register/edit form into a client registration.
@@ -69,9 +108,11 @@ func formSpec(f url.Values, owner int64) clientSpec {
 		}
 		return out
 	}
+	grants := formGrants(f)
 	return clientSpec{Name: f.Get("name"), Description: f.Get("description"), Scope: strings.TrimSpace(f.Get("scope")),
 		RedirectURIs: lines(f.Get("redirect_uris")), Public: f.Get("type") == "public",
-		LogoURI: strings.TrimSpace(f.Get("logo_uri")), ClientURI: strings.TrimSpace(f.Get("client_uri")), OwnerID: owner}
+		LogoURI: strings.TrimSpace(f.Get("logo_uri")), ClientURI: strings.TrimSpace(f.Get("client_uri")), OwnerID: owner,
+		PostLogoutURIs: lines(f.Get("post_logout_redirect_uris")), AlwaysRefresh: f.Get("always_refresh") == "on", GrantTypes: grants}
 }
 
 // errFormExpired is a form whose CSRF token did not check out.
@@ -81,7 +122,8 @@ var errFormExpired = errors.New("the form expired")
 func (s *server) echoClientForm(sess session, f url.Values) clientForm {
 	return clientForm{pageData: s.pageData(sess, "client"), Name: f.Get("name"), Description: f.Get("description"),
 		RedirectURIs: f.Get("redirect_uris"), Scope: f.Get("scope"), LogoURI: f.Get("logo_uri"), ClientURI: f.Get("client_uri"),
-		Public: f.Get("type") == "public"}
+		Public: f.Get("type") == "public", PostLogoutURIs: f.Get("post_logout_redirect_uris"), AlwaysRefresh: f.Get("always_refresh") == "on",
+		Code: f.Get("grant_code") == "on", ClientCredentials: f.Get("grant_client_credentials") == "on", Device: f.Get("grant_device") == "on"}
 }
 
 // refuseClientForm answers a register/edit form that was not saved: an expired form (403) or
@@ -98,6 +140,16 @@ func (s *server) refuseClientForm(w http.ResponseWriter, r *http.Request, page c
 	default:
 		s.serverErrorPage(w, r, err)
 	}
+}
+
+// userAppsAllowed refuses (403, after answering) a non-administrator when -user-apps=false
+// keeps app registration to administrators.
+func (s *server) userAppsAllowed(w http.ResponseWriter, sess session) bool {
+	if s.cfg.UserApps || sess.User.Admin {
+		return true
+	}
+	s.errorPage(w, http.StatusForbidden, "Administrators only", "On this server only administrators register applications. Ask yours to register the app for you.")
+	return false
 }
 
 // checkScopesFor limits a non-admin's client to the scopes this server already offers.
@@ -130,11 +182,20 @@ func (s *server) handleClientRegister(w http.ResponseWriter, r *http.Request) {
 		s.refuseClientForm(w, r, page, errFormExpired)
 		return
 	}
+	if !s.userAppsAllowed(w, sess) {
+		return
+	}
 	sp := formSpec(f, sess.User.ID)
 	sp.Vetted = sess.User.Admin // a user's own app is not vetted (RFC 9700 §4.11.2)
-	c, err := sp.build()
+	c, err := client{}, error(errNoGrant)
+	if len(sp.GrantTypes) > 0 {
+		c, err = sp.build()
+	}
 	if err == nil {
 		err = s.checkScopesFor(r, sess, sp.Scope)
+	}
+	if err == nil {
+		err = checkGrantsFor(sess, c.GrantTypes)
 	}
 	if err != nil {
 		s.refuseClientForm(w, r, page, err)
@@ -147,7 +208,7 @@ func (s *server) handleClientRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("client registered on the pages", "client_id", c.ID, "user", sess.User.Username)
-	s.render(w, http.StatusCreated, "client_secret", secretPage{pageData: s.pageData(sess, ""), Client: c, Secret: secret, Title: "Application registered"})
+	s.render(w, http.StatusCreated, "client_secret", secretPage{pageData: s.pageData(sess, ""), Client: c, Secret: secret, Title: "Application registered", Issuer: s.cfg.Issuer})
 }
 
 // handleClientList lists the user's own clients; an admin sees every client.
@@ -208,7 +269,9 @@ func (s *server) handleClientEditPage(w http.ResponseWriter, r *http.Request) {
 	}
 	s.render(w, http.StatusOK, "client_form", clientForm{pageData: s.pageData(sess, "client"), Edit: true, ID: c.ID, Name: c.Name,
 		Description: c.Description, RedirectURIs: strings.Join(c.RedirectURIs, "\n"), Scope: strings.Join(c.Scopes, " "),
-		LogoURI: c.LogoURI, ClientURI: c.ClientURI, Public: c.Public})
+		LogoURI: c.LogoURI, ClientURI: c.ClientURI, Public: c.Public, PostLogoutURIs: strings.Join(c.PostLogoutURIs, "\n"),
+		AlwaysRefresh: c.AlwaysRefresh, Code: slices.Contains(c.GrantTypes, grantAuthorizationCode),
+		ClientCredentials: slices.Contains(c.GrantTypes, grantClientCredentials), Device: slices.Contains(c.GrantTypes, grantDeviceCode)})
 }
 
 // handleClientEdit saves a client's settings; its type and grants stay.
@@ -229,11 +292,25 @@ func (s *server) handleClientEdit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sp := formSpec(f, c.OwnerID)
-	sp.Public, sp.GrantTypes, sp.PostLogoutURIs = c.Public, c.GrantTypes, c.PostLogoutURIs
-	sp.IDTokenAlg, sp.AlwaysRefresh, sp.Dynamic = c.IDTokenAlg, c.AlwaysRefresh, c.Dynamic
-	err := sp.apply(&c)
+	sp.Public, sp.IDTokenAlg, sp.Dynamic = c.Public, c.IDTokenAlg, c.Dynamic
+	old := c.GrantTypes
+	err := error(errNoGrant)
+	if len(sp.GrantTypes) > 0 {
+		err = sp.apply(&c)
+	}
 	if err == nil {
 		err = s.checkScopesFor(r, sess, sp.Scope)
+	}
+	if err == nil && !sess.User.Admin {
+		// A user keeps the machine grants an administrator gave the app, and cannot add them.
+		for _, g := range []string{grantClientCredentials, grantDeviceCode} {
+			if slices.Contains(c.GrantTypes, g) && !slices.Contains(old, g) {
+				err = checkGrantsFor(sess, []string{g})
+			}
+		}
+	}
+	if err == nil && c.Dynamic && !slices.Equal(c.GrantTypes, old) {
+		err = &specError{msg: "a self-registered application's grants change only through its registration endpoint (RFC 7592)"}
 	}
 	if err != nil {
 		s.refuseClientForm(w, r, page, err)
@@ -285,7 +362,7 @@ func (s *server) handleClientRotate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("client secret rotated on the pages", "client_id", c.ID, "user", sess.User.Username)
-	s.render(w, http.StatusOK, "client_secret", secretPage{pageData: s.pageData(sess, ""), Client: c, Secret: secret, Title: "New secret"})
+	s.render(w, http.StatusOK, "client_secret", secretPage{pageData: s.pageData(sess, ""), Client: c, Secret: secret, Title: "New secret", Issuer: s.cfg.Issuer})
 }
 
 // handleClientDeletePage asks for confirmation before deleting.

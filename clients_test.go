@@ -26,7 +26,10 @@ func (ts *testServer) addAdmin(name, password string) user {
 
 // inputValue reads the value of an <input id="id" ... value="...">.
 func inputValue(body, id string) string {
-	m := regexp.MustCompile(`id="` + id + `" type="text" value="([^"]*)"`).FindStringSubmatch(body)
+	m := regexp.MustCompile(`id="` + id + `" type="text" value="([^"]*)"|<textarea id="` + id + `"[^>]*>([^<]*)</textarea>`).FindStringSubmatch(body)
+	if m != nil && m[1] == "" {
+		return m[2]
+	}
 	if m == nil {
 		return ""
 	}
@@ -48,7 +51,7 @@ func TestClientPages(t *testing.T) {
 	form := alice.get("/oauth/client/register")
 	csrf := hidden(form.Body, "csrf_token")
 	reg := url.Values{"name": {"Alice's Gallery"}, "description": {"Photos"}, "type": {"confidential"},
-		"redirect_uris": {"https://gallery.example/cb\nhttp://127.0.0.1/cb"}, "scope": {"read"},
+		"redirect_uris": {"https://gallery.example/cb\nhttp://127.0.0.1/cb"}, "scope": {"read"}, "grant_code": {"on"},
 		"logo_uri": {"https://gallery.example/logo.png"}, "client_uri": {"https://gallery.example/"}}
 	if p := alice.post("/oauth/client/register", reg); p.StatusCode != http.StatusForbidden {
 		t.Fatalf("register without csrf_token = %d; want 403", p.StatusCode)
@@ -123,7 +126,7 @@ func TestClientPages(t *testing.T) {
 	if !strings.Contains(edit.Body, "Alice&#39;s Gallery") {
 		t.Fatalf("edit page: %q", edit.Body)
 	}
-	ed := url.Values{"csrf_token": {hidden(edit.Body, "csrf_token")}, "name": {"Gallery 2"}, "redirect_uris": {"https://gallery.example/cb"}, "scope": {"read write"}}
+	ed := url.Values{"csrf_token": {hidden(edit.Body, "csrf_token")}, "name": {"Gallery 2"}, "redirect_uris": {"https://gallery.example/cb"}, "scope": {"read write"}, "grant_code": {"on"}}
 	if p := alice.post("/oauth/client/"+id+"/edit", ed); p.StatusCode != http.StatusSeeOther {
 		t.Fatalf("edit = %d %s", p.StatusCode, p.Body)
 	}
@@ -787,5 +790,62 @@ func TestClientCredentialsSharedGrant(t *testing.T) {
 	}
 	if !ts.active(web, str(user.JSON["access_token"])) {
 		t.Fatal("the user's token was disturbed")
+	}
+}
+
+// TestAdminFirstSteps: the administrator's home page, the secret page's configuration
+// values, the web form's grants, post-logout URIs and always-refresh, and -user-apps.
+func TestAdminFirstSteps(t *testing.T) {
+	ts := newTestServer(t)
+	ts.addAdmin("root", "the admin password")
+	ts.addUser("alice", "correct horse battery")
+	root := ts.browser("root", "the admin password")
+	root.login()
+	home := root.get("/")
+	for _, want := range []string{ts.s.cfg.Issuer + "/.well-known/openid-configuration", "Add your first app", `data-copy="issuer"`} {
+		if !strings.Contains(home.Body, want) {
+			t.Errorf("the admin's home lacks %q", want)
+		}
+	}
+	fp := root.get("/oauth/client/register")
+	if !strings.Contains(fp.Body, `name="grant_client_credentials"`) || !strings.Contains(fp.Body, `name="grant_device"`) || !strings.Contains(fp.Body, `name="post_logout_redirect_uris"`) {
+		t.Fatal("the admin's client form lacks the grants or post-logout URIs")
+	}
+	res := root.post("/oauth/client/register", url.Values{"csrf_token": {hidden(fp.Body, "csrf_token")}, "name": {"Backup"}, "type": {"confidential"},
+		"grant_client_credentials": {"on"}, "scope": {"backup"}})
+	secret := inputValue(res.Body, "client_secret")
+	if res.StatusCode != http.StatusCreated || len(secret) != 43 || !strings.Contains(res.Body, "/.well-known/openid-configuration") {
+		t.Fatalf("register a machine client = %d secret %q", res.StatusCode, secret)
+	}
+	if !strings.Contains(root.get("/").Body, "Add an app") {
+		t.Error("the home page still offers the first app")
+	}
+	res = root.post("/oauth/client/register", url.Values{"csrf_token": {hidden(fp.Body, "csrf_token")}, "name": {"Wiki"}, "type": {"confidential"},
+		"grant_code": {"on"}, "redirect_uris": {"https://wiki.example/cb"}, "post_logout_redirect_uris": {"https://wiki.example/bye"}, "always_refresh": {"on"}})
+	id := inputValue(res.Body, "client_id")
+	if c, err := ts.s.store.clientByID(context.Background(), id); err != nil || !c.AlwaysRefresh || len(c.PostLogoutURIs) != 1 || c.PostLogoutURIs[0] != "https://wiki.example/bye" {
+		t.Fatalf("the form's post-logout URI and always-refresh: %+v %v", c, err)
+	}
+	if p := root.post("/oauth/client/register", url.Values{"csrf_token": {hidden(fp.Body, "csrf_token")}, "name": {"Nothing"}, "type": {"confidential"}}); p.StatusCode != 400 || !strings.Contains(p.Body, "hoose at least one") {
+		t.Errorf("a form without a grant = %d", p.StatusCode)
+	}
+	// A user cannot give an app the machine grants.
+	alice := ts.browser("alice", "correct horse battery")
+	alice.login()
+	afp := alice.get("/oauth/client/register")
+	if strings.Contains(afp.Body, `name="grant_client_credentials"`) {
+		t.Error("a user's form offers client_credentials")
+	}
+	if p := alice.post("/oauth/client/register", url.Values{"csrf_token": {hidden(afp.Body, "csrf_token")}, "name": {"Sneaky"}, "type": {"confidential"},
+		"grant_client_credentials": {"on"}}); p.StatusCode != 400 || !strings.Contains(p.Body, "nly an administrator") {
+		t.Errorf("a user registering client_credentials = %d", p.StatusCode)
+	}
+	// -user-apps=false keeps registration to administrators.
+	ts2 := newTestServer(t, func(c *config) { c.UserApps = false })
+	ts2.addUser("bob", "correct horse battery")
+	bob := ts2.browser("bob", "correct horse battery")
+	bob.login()
+	if p := bob.get("/oauth/client/register"); p.StatusCode != http.StatusForbidden || !strings.Contains(p.Body, "only administrators") {
+		t.Errorf("-user-apps=false: the register page for a user = %d", p.StatusCode)
 	}
 }

@@ -145,6 +145,7 @@ func serveConfig(args []string, stderr io.Writer, getenv func(string) string) (c
 	fs.StringVar(&cfg.RegistrationScopes, "registration-scopes", "", "space-separated scopes that dynamically registered clients may have besides the OpenID ones (default none)")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log line format: text or json")
 	fs.StringVar(&cfg.TrustedProxy, "trusted-proxy", "", "comma-separated CIDRs of reverse proxies whose X-Forwarded-For names the client's address")
+	fs.BoolVar(&cfg.UserApps, "user-apps", cfg.UserApps, "let signed-in users register their own applications (false: administrators only)")
 	fs.StringVar(&cfg.Name, "name", "oauthd", "the instance's name, shown on every page (titles, header, consent) and in mail")
 	fs.StringVar(&cfg.Logo, "logo", "", "path of a PNG or SVG logo (at most 256 KiB) shown on every page and as the favicon")
 	fs.BoolVar(&cfg.AllowNetFS, "allow-network-fs", false, "serve a database on a network file system (NFS, SMB/CIFS) despite its unreliable locking")

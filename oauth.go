@@ -40,6 +40,7 @@ type config struct {
 	LogFormat          string        // text or json
 	TrustedProxy       string        // comma-separated CIDRs whose X-Forwarded-For is believed
 	AllowNetFS         bool          // serve a database on NFS/SMB/CIFS anyway
+	UserApps           bool          // signed-in users may register their own apps (-user-apps)
 	Name               string        // the instance's name on every page and in mail (-name)
 	Logo               string        // path of a PNG or SVG logo shown on every page (-logo)
 
@@ -62,6 +63,7 @@ func defaultConfig() config {
 		PasswordIter:  defaultPBKDF2Iter,
 		Registration:  registrationToken,
 		LogFormat:     "text",
+		UserApps:      true,
 	}
 }
 

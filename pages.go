@@ -310,10 +310,20 @@ func newUser(name, password string, admin bool, iter int, now time.Time) (user, 
 // handleHome shows who is logged in, with a logout button.
 func (s *server) handleHome(w http.ResponseWriter, r *http.Request) {
 	sess, _ := s.session(r)
+	noApps := false
+	if sess.User.Admin {
+		cs, err := s.store.listClients(r.Context())
+		if err != nil {
+			s.serverErrorPage(w, r, err)
+			return
+		}
+		noApps = len(cs) == 0
+	}
 	s.render(w, http.StatusOK, "home", struct {
 		pageData
 		Issuer string
-	}{s.pageData(sess, "logout"), s.cfg.Issuer})
+		NoApps bool // an administrator's first steps: "Add your first app"
+	}{s.pageData(sess, "logout"), s.cfg.Issuer, noApps})
 }
 
 // loginPage is the login form's data.

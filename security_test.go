@@ -509,7 +509,7 @@ func TestAuditFindings(t *testing.T) {
 			u := ts.browser(who, pw)
 			u.login()
 			fp := u.get("/oauth/client/register")
-			res := u.post("/oauth/client/register", url.Values{"csrf_token": {hidden(fp.Body, "csrf_token")}, "name": {who + " app"}, "redirect_uris": {"https://" + who + ".example/cb"}, "type": {"confidential"}})
+			res := u.post("/oauth/client/register", url.Values{"csrf_token": {hidden(fp.Body, "csrf_token")}, "name": {who + " app"}, "redirect_uris": {"https://" + who + ".example/cb"}, "type": {"confidential"}, "grant_code": {"on"}})
 			if res.StatusCode != http.StatusCreated {
 				t.Fatalf("%s registers an app = %d", who, res.StatusCode)
 			}

@@ -1,4 +1,4 @@
-// Copy buttons: <button data-copy="ID"> copies the value of the element with that id.
+// Copy buttons: <button data-copy="ID"> copies the value of the field with that id.
 document.querySelectorAll("button[data-copy]").forEach(function (b) {
   b.addEventListener("click", function () {
     var el = document.getElementById(b.dataset.copy);
