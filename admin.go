@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -18,6 +19,7 @@ type adminPage struct {
 	pageData
 	Users         []user
 	Error, Notice string
+	Mail          bool // invitations can be mailed
 }
 
 // linkPage shows a one-time link once.
@@ -54,7 +56,7 @@ func (s *server) renderAdmin(w http.ResponseWriter, r *http.Request, sess sessio
 		s.serverErrorPage(w, r, err)
 		return
 	}
-	s.render(w, status, "admin_users", adminPage{pageData: s.pageData(sess, "admin"), Users: users, Error: errMsg, Notice: notice})
+	s.render(w, status, "admin_users", adminPage{pageData: s.pageData(sess, "admin"), Users: users, Error: errMsg, Notice: notice, Mail: s.mail != nil})
 }
 
 // handleAdminUsers lists users with the administrator's actions.
@@ -100,10 +102,30 @@ func (s *server) handleAdminInvite(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	to := strings.TrimSpace(r.PostForm.Get("email"))
+	if to != "" {
+		if s.mail == nil {
+			s.renderAdmin(w, r, sess, http.StatusBadRequest, "This server sends no mail (start it with -smtp): create the link without an address and send it yourself.", "")
+			return
+		}
+		if err := validProfile("", to); err != nil {
+			s.renderAdmin(w, r, sess, http.StatusBadRequest, sentence(err), "")
+			return
+		}
+	}
 	tok := newSecret()
 	if err := s.store.createLink(r.Context(), hashSecret(tok), userLink{Kind: "invite", Admin: r.PostForm.Get("admin") == "on",
-		ExpiresAt: s.now().Add(inviteTTL).Unix()}); err != nil {
+		Email: to, ExpiresAt: s.now().Add(inviteTTL).Unix()}); err != nil {
 		s.serverErrorPage(w, r, err)
+		return
+	}
+	link := s.cfg.Issuer + "/invite?token=" + tok
+	if to != "" {
+		s.queueMail(to, "You are invited to "+s.cfg.Name, sess.User.Username+" invites you to create an account at "+s.cfg.Name+
+			".\n\nChoose your username and password here (the link works once, for 7 days):\n\n"+link+"\n")
+		s.log.Info("invitation mailed", "admin", sess.User.Username, "to", to)
+		s.render(w, http.StatusOK, "link", linkPage{pageData: s.pageData(sess, ""), Title: "Invitation sent",
+			Link: link, What: "The invitation is on its way to " + to + ". The link works once, for 7 days; you can also pass it on yourself."})
 		return
 	}
 	s.log.Info("invitation created", "admin", sess.User.Username)

@@ -12,6 +12,9 @@ import (
 	"encoding/base64"
 	"math/big"
 	"net"
+	"net/http"
+	"net/url"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -264,4 +267,128 @@ func TestMailSend(t *testing.T) {
 			t.Error("a subject with a line break accepted")
 		}
 	})
+}
+
+// waitMail waits (bounded) until the SMTP server holds n messages.
+func (srv *smtpServer) waitMail(t *testing.T, n int) []smtpMessage {
+	t.Helper()
+	for range 100 {
+		if got := srv.sent(); len(got) >= n {
+			return got
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%d messages delivered; want %d", len(srv.sent()), n)
+	return nil
+}
+
+// mailedLink finds the link to path in a delivered message (quoted-printable decoded).
+func mailedLink(t *testing.T, m smtpMessage, path string) string {
+	t.Helper()
+	body := strings.ReplaceAll(strings.ReplaceAll(m.Data, "=\r\n", ""), "=3D", "=")
+	i := strings.Index(body, path+"?token=")
+	if i < 0 {
+		t.Fatalf("no %s link in:\n%s", path, m.Data)
+	}
+	end := strings.IndexAny(body[i:], "\r\n ")
+	return body[i : i+end]
+}
+
+// TestMailFlows: with -smtp, forgotten passwords, email verification and invitations go by
+// mail (to an SMTP server in this process); the forgot page never tells whether an account
+// exists; without -smtp the pages say links are passed on by hand.
+func TestMailFlows(t *testing.T) {
+	srv, _ := newSMTPServer(t, false, false)
+	ts := newTestServer(t, func(c *config) {
+		c.SMTP = "smtp://" + srv.ln.Addr().String()
+		c.MailFrom = "id@example.com"
+		c.Name = "Family Cloud"
+	})
+	ts.addUser("alice", "correct horse battery")
+	ts.s.store.db.Exec("UPDATE users SET email = 'alice@example.org', email_verified = 1 WHERE username = 'alice'")
+	ts.s.store.cache.flush()
+	anon := ts.browser("", "")
+	forgot := func(who string) page {
+		fp := anon.get("/forgot")
+		return anon.post("/forgot", url.Values{"csrf_token": {hidden(fp.Body, "csrf_token")}, "who": {who}})
+	}
+	known, unknown := forgot("alice"), forgot("nobody")
+	if known.StatusCode != 200 || unknown.StatusCode != 200 || !strings.Contains(known.Body, "If an account") ||
+		strings.ReplaceAll(known.Body, "nobody", "") != strings.ReplaceAll(unknown.Body, "nobody", "") {
+		t.Fatalf("forgot: known %d, unknown %d; the answers must be the same", known.StatusCode, unknown.StatusCode)
+	}
+	msgs := srv.waitMail(t, 1)
+	if msgs[0].To != "alice@example.org" || !strings.Contains(msgs[0].Data, "Family Cloud") {
+		t.Fatalf("reset mail: %+v", msgs[0])
+	}
+	link := mailedLink(t, msgs[0], "/reset")
+	rp := anon.get(link[strings.Index(link, "/reset"):])
+	if rp.StatusCode != 200 || !strings.Contains(rp.Body, `name="password2"`) {
+		t.Fatalf("the mailed reset link = %d", rp.StatusCode)
+	}
+	// By email address too; limited per account (3 mails an hour), silently: the answer
+	// must not tell that the account exists.
+	forgot("alice@example.org")
+	forgot("ALICE")
+	if p := forgot("alice"); p.StatusCode != 200 || !strings.Contains(p.Body, "If an account") {
+		t.Errorf("a fourth reset request for one account within the hour = %d", p.StatusCode)
+	}
+	srv.waitMail(t, 3)
+	time.Sleep(100 * time.Millisecond)
+	if n := len(srv.sent()); n != 3 {
+		t.Errorf("%d reset mails for one account within the hour; want 3", n)
+	}
+
+	// Verification: a new email is verified only once its link is followed.
+	b := ts.browser("alice", "correct horse battery")
+	b.login()
+	ap := b.get("/account")
+	b.post("/account", url.Values{"csrf_token": {hidden(ap.Body, "csrf_token")}, "name": {"Alice"}, "email": {"alice@new.example"}})
+	if p := b.get("/account"); !strings.Contains(p.Body, "is on its way") {
+		t.Error("the account page does not say a verification link was sent")
+	}
+	msgs = srv.waitMail(t, 4)
+	if u, _ := ts.s.store.userByName(context.Background(), "alice"); u.EmailVerified || u.Email != "alice@new.example" {
+		t.Fatalf("before the link: %+v", u)
+	}
+	vl := mailedLink(t, msgs[3], "/verify")
+	if p := anon.get(vl[strings.Index(vl, "/verify"):]); p.StatusCode != 200 || !strings.Contains(p.Body, "Email verified") {
+		t.Fatalf("the verification link = %d %s", p.StatusCode, p.Body)
+	}
+	if u, _ := ts.s.store.userByName(context.Background(), "alice"); !u.EmailVerified {
+		t.Fatal("the email is not verified after its link")
+	}
+	if p := anon.get(vl[strings.Index(vl, "/verify"):]); p.StatusCode != http.StatusForbidden {
+		t.Errorf("a verification link used twice = %d", p.StatusCode)
+	}
+
+	// Invitations by mail.
+	ts.addAdmin("root", "the admin password")
+	root := ts.browser("root", "the admin password")
+	root.login()
+	up := root.get("/admin/users")
+	if p := root.post("/admin/users/invite", url.Values{"csrf_token": {hidden(up.Body, "csrf_token")}, "email": {"bob@example.org"}}); p.StatusCode != 200 || !strings.Contains(p.Body, "on its way to bob@example.org") {
+		t.Fatalf("invite by mail = %d", p.StatusCode)
+	}
+	msgs = srv.waitMail(t, 5)
+	if msgs[4].To != "bob@example.org" || !strings.Contains(msgs[4].Data, "/invite?token") {
+		t.Fatalf("invitation mail: %+v", msgs[4])
+	}
+
+	// Per source address: 10 requests an hour, whatever they name (5 were made above).
+	for range 5 {
+		forgot("someone")
+	}
+	if p := forgot("someone else"); p.StatusCode != http.StatusTooManyRequests || p.Header.Get("Retry-After") == "" {
+		t.Errorf("the 11th reset request from one address within the hour = %d", p.StatusCode)
+	}
+
+	// Without -smtp: the pages say so.
+	ts2 := newTestServer(t)
+	if p := ts2.browser("", "").get("/forgot"); !strings.Contains(p.Body, "sends no mail") {
+		t.Error("without -smtp the forgot page does not say that it sends no mail")
+	}
+	if code, _, errs := cli(t, nil, "", "-smtp", "smtp://mail.example.com", "-db", filepath.Join(t.TempDir(), "x.db")); code != 2 || !strings.Contains(errs, "-mail-from") {
+		t.Errorf("-smtp without -mail-from = %d %q", code, errs)
+	}
 }

@@ -146,6 +146,8 @@ func serveConfig(args []string, stderr io.Writer, getenv func(string) string) (c
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log line format: text or json")
 	fs.StringVar(&cfg.TrustedProxy, "trusted-proxy", "", "comma-separated CIDRs of reverse proxies whose X-Forwarded-For names the client's address")
 	fs.BoolVar(&cfg.UserApps, "user-apps", cfg.UserApps, "let signed-in users register their own applications (false: administrators only)")
+	fs.StringVar(&cfg.SMTP, "smtp", "", "mail server for invitations, password resets and email verification: smtp://USER@HOST:587 (STARTTLS) or smtps://USER@HOST:465; password in OAUTHD_SMTP_PASSWORD")
+	fs.StringVar(&cfg.MailFrom, "mail-from", "", "sender address of the mail oauthd sends (with -smtp)")
 	fs.StringVar(&cfg.Name, "name", "oauthd", "the instance's name, shown on every page (titles, header, consent) and in mail")
 	fs.StringVar(&cfg.Logo, "logo", "", "path of a PNG or SVG logo (at most 256 KiB) shown on every page and as the favicon")
 	fs.BoolVar(&cfg.AllowNetFS, "allow-network-fs", false, "serve a database on a network file system (NFS, SMB/CIFS) despite its unreliable locking")
@@ -180,6 +182,14 @@ func serveConfig(args []string, stderr io.Writer, getenv func(string) string) (c
 		return cfg, nil, usageError("-issuer: %v", err)
 	}
 	cfg.Issuer = iss
+	if cfg.SMTP != "" {
+		cfg.SMTPPassword = getenv("OAUTHD_SMTP_PASSWORD")
+		if _, err := parseMailer(cfg.SMTP, cfg.SMTPPassword, cfg.MailFrom); err != nil {
+			return cfg, nil, usageError("-smtp: %v", err)
+		}
+	} else if cfg.MailFrom != "" {
+		return cfg, nil, usageError("-mail-from needs -smtp")
+	}
 	if _, err := parseProxies(cfg.TrustedProxy); err != nil {
 		return cfg, nil, usageError("-trusted-proxy: %v", err)
 	}

@@ -41,6 +41,9 @@ type config struct {
 	TrustedProxy       string        // comma-separated CIDRs whose X-Forwarded-For is believed
 	AllowNetFS         bool          // serve a database on NFS/SMB/CIFS anyway
 	UserApps           bool          // signed-in users may register their own apps (-user-apps)
+	SMTP               string        // smtp://USER@HOST:587 or smtps://USER@HOST:465; "" sends no mail
+	SMTPPassword       string        // from OAUTHD_SMTP_PASSWORD only
+	MailFrom           string        // the sender of mail (-mail-from)
 	Name               string        // the instance's name on every page and in mail (-name)
 	Logo               string        // path of a PNG or SVG logo shown on every page (-logo)
 
@@ -75,6 +78,8 @@ type server struct {
 	now     func() time.Time
 	pages   map[string]*template.Template // page name -> base layout + page
 	logo    *siteLogo                     // -logo; nil without
+	mail    *mailer                       // -smtp; nil without
+	outbox  chan outMail                  // mail waiting to be sent (mailpages.go)
 	csrfKey []byte                        // HMAC key of the per-form CSRF tokens
 	cop     *http.CrossOriginProtection
 	secure  bool // issuer is https: Secure and __Host- cookies
@@ -82,11 +87,13 @@ type server struct {
 	setupMu   sync.Mutex
 	setupHash []byte // SHA-256 of the one-time first-run setup token; nil when none
 
-	keys          keyring  // parsed signing keys by kid
-	deviceTries   *limiter // failed user-code entries per user
-	deviceStarts  *limiter // device authorizations per source address (IPv6: per /64)
-	registrations *limiter // open dynamic registrations per source address
-	guard         guards   // brute-force backoff and the password-hashing bound
+	keys           keyring  // parsed signing keys by kid
+	deviceTries    *limiter // failed user-code entries per user
+	deviceStarts   *limiter // device authorizations per source address (IPv6: per /64)
+	forgotAddrs    *limiter // "forgot password" requests per source address
+	forgotAccounts *limiter // "forgot password" requests per account named
+	registrations  *limiter // open dynamic registrations per source address
+	guard          guards   // brute-force backoff and the password-hashing bound
 
 	hostWarned atomic.Bool // a request arrived for another host than the issuer's (warned once)
 
@@ -109,6 +116,12 @@ func newServer(ctx context.Context, cfg config, st *store, log *slog.Logger) (*s
 	if err != nil {
 		return nil, err
 	}
+	var mail *mailer
+	if cfg.SMTP != "" {
+		if mail, err = parseMailer(cfg.SMTP, cfg.SMTPPassword, cfg.MailFrom); err != nil {
+			return nil, fmt.Errorf("-smtp: %w", err)
+		}
+	}
 	if cfg.Name == "" {
 		cfg.Name = "oauthd"
 	}
@@ -123,14 +136,17 @@ func newServer(ctx context.Context, cfg config, st *store, log *slog.Logger) (*s
 		now:     time.Now,
 		pages:   parsePages(cfg.Name, logo.url()),
 		logo:    logo,
+		mail:    mail,
 		csrfKey: key,
 		cop:     http.NewCrossOriginProtection(),
 		secure:  strings.HasPrefix(iss, "https://"),
 
-		deviceTries:   newLimiter(5, 15*time.Minute),
-		deviceStarts:  newLimiter(30, deviceCodeTTL),
-		registrations: newLimiter(20, time.Hour),
-		guard:         newGuards(proxies),
+		deviceTries:    newLimiter(5, 15*time.Minute),
+		deviceStarts:   newLimiter(30, deviceCodeTTL),
+		forgotAddrs:    newLimiter(10, time.Hour),
+		forgotAccounts: newLimiter(3, time.Hour),
+		registrations:  newLimiter(20, time.Hour),
+		guard:          newGuards(proxies),
 	}
 	gen := cfg.KeyGen
 	if gen == nil {
@@ -139,6 +155,7 @@ func newServer(ctx context.Context, cfg config, st *store, log *slog.Logger) (*s
 	if err := st.ensureKeys(ctx, gen, s.now().Unix()); err != nil {
 		return nil, fmt.Errorf("signing keys: %w", err)
 	}
+	s.startMailer(ctx)
 	s.cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, http.StatusForbidden, "Request refused", "This form was sent from another site. Go back to the page and try again.")
 	}))
@@ -225,6 +242,9 @@ func (s *server) routes() http.Handler {
 	mux.Handle("POST /admin/users/{name}/{action}", s.form(s.handleAdminUserAction))
 	mux.HandleFunc("GET /invite", s.handleInvitePage)
 	mux.Handle("POST /invite", s.form(s.handleInvite))
+	mux.HandleFunc("GET /forgot", s.handleForgotPage)
+	mux.Handle("POST /forgot", s.form(s.handleForgot))
+	mux.HandleFunc("GET /verify", s.handleVerify)
 	mux.HandleFunc("GET /reset", s.handleResetPage)
 	mux.Handle("POST /reset", s.form(s.handleReset))
 	mux.HandleFunc("GET /healthz", s.handleHealthz)

@@ -270,7 +270,20 @@ func (s *server) handleAccount(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("profile changed", "user", sess.User.Username)
-	s.seeOther(w, r, "/account", "Your profile is saved.")
+	notice := "Your profile is saved."
+	if email != "" && (email != sess.User.Email || !sess.User.EmailVerified) && s.forgotAccounts.take("verify:"+sess.User.Sub, s.now()) {
+		sent, err := s.sendVerification(r.Context(), sess.User, email)
+		switch {
+		case err != nil:
+			s.serverErrorPage(w, r, err)
+			return
+		case sent:
+			notice += " A link to confirm " + email + " is on its way to it; the address counts as verified once you follow it."
+		case email != sess.User.Email:
+			notice += " The new email is unverified until an administrator verifies it (this server sends no mail)."
+		}
+	}
+	s.seeOther(w, r, "/account", notice)
 }
 
 // validProfile checks a display name and an email address (empty means none).

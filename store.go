@@ -314,6 +314,7 @@ ALTER TABLE registration_tokens ADD COLUMN grant_types TEXT NOT NULL DEFAULT '';
 ALTER TABLE clients ADD COLUMN reg_scopes TEXT NOT NULL DEFAULT '';              -- RFC 7591 clients: scopes their token opened
 ALTER TABLE clients ADD COLUMN reg_grants TEXT NOT NULL DEFAULT '';              -- RFC 7591 clients: grants their token opened
 ALTER TABLE clients ADD COLUMN vetted INTEGER NOT NULL DEFAULT 0;                -- created by an administrator (CLI or admin on the pages)
+ALTER TABLE user_links ADD COLUMN email TEXT NOT NULL DEFAULT '';                -- verify: the address it verifies
 UPDATE clients SET vetted = 1 WHERE dynamic = 0 AND (owner_id IS NULL OR owner_id IN (SELECT id FROM users WHERE admin = 1));
 `,
 }

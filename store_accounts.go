@@ -32,8 +32,9 @@ func (st *store) setDisabled(ctx context.Context, name string, disabled bool) er
 // userLink is a one-time invitation (kind "invite") or password reset (kind "reset") link.
 type userLink struct {
 	Kind      string
-	UserID    int64 // reset: whose password
-	Admin     bool  // invite: the new user is an admin
+	UserID    int64  // reset: whose password
+	Admin     bool   // invite: the new user is an admin
+	Email     string // verify: the address it verifies; invite: where it was sent
 	ExpiresAt int64
 }
 
@@ -42,9 +43,53 @@ func (st *store) createLink(ctx context.Context, hash []byte, l userLink) error 
 	if l.UserID != 0 {
 		uid = l.UserID
 	}
-	_, err := st.exec(ctx, "INSERT INTO user_links(hash, kind, user_id, admin, expires_at) VALUES(?, ?, ?, ?, ?)",
-		hash, l.Kind, uid, l.Admin, l.ExpiresAt)
+	_, err := st.exec(ctx, "INSERT INTO user_links(hash, kind, user_id, admin, expires_at, email) VALUES(?, ?, ?, ?, ?, ?)",
+		hash, l.Kind, uid, l.Admin, l.ExpiresAt, l.Email)
 	return err
+}
+
+// verifyEmail uses a verification link: the account's email becomes verified if it is still
+// the address the link was made for (errNotFound otherwise, or for a dead link).
+func (st *store) verifyEmail(ctx context.Context, hash []byte, now int64) error {
+	defer st.cache.flush()
+	return st.tx(ctx, func(tx *sql.Tx) error {
+		var uid int64
+		var email string
+		err := st.txRow(ctx, tx, "DELETE FROM user_links WHERE hash = ? AND kind = 'verify' AND expires_at > ? RETURNING user_id, email", hash, now).Scan(&uid, &email)
+		if errors.Is(err, sql.ErrNoRows) {
+			return errNotFound
+		}
+		if err != nil {
+			return err
+		}
+		return affected(st.txExec(ctx, tx, "UPDATE users SET email_verified = 1, updated_at = ? WHERE id = ? AND email = ? AND email != ''", now, uid, email))
+	})
+}
+
+// userByVerifiedEmail finds the account whose verified email is addr (case-insensitive);
+// errNotFound when none, or when several share it.
+func (st *store) userByVerifiedEmail(ctx context.Context, addr string) (user, error) {
+	rows, err := st.query(ctx, "SELECT username FROM users WHERE email = ? COLLATE NOCASE AND email_verified = 1 LIMIT 2", addr)
+	if err != nil {
+		return user{}, err
+	}
+	var names []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			rows.Close()
+			return user{}, err
+		}
+		names = append(names, n)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return user{}, err
+	}
+	if len(names) != 1 {
+		return user{}, errNotFound
+	}
+	return st.userByName(ctx, names[0])
 }
 
 // peekLink returns a live link of that kind without using it.
