@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestSecurityBattery walks the attacks an authorization server meets, each asserting the
@@ -257,5 +258,101 @@ func TestAuditLog(t *testing.T) {
 		if strings.Contains(logs, secret) {
 			t.Fatalf("a secret reached the log: %q", secret)
 		}
+	}
+}
+
+// ---- Issue 11, "Security audit findings": points 4, 5 and 9 and the review (each attack
+// carried out through the real handler or the real binary, asserting the exact refusal).
+
+// refusedReplay asserts the answer to a refresh token replayed outside the grace: the grant
+// is revoked, successor included.
+func refusedReplay(t *testing.T, ts *testServer, c testClient, r, next tokenCall) {
+	t.Helper()
+	if r.Status != 400 || str(r.JSON["error"]) != errInvalidGrant ||
+		str(r.JSON["error_description"]) != "the refresh token was already used; every token of this grant is revoked" {
+		t.Fatalf("replay = %d %s; want 400 invalid_grant, grant revoked", r.Status, r.Raw)
+	}
+	if ts.active(c, str(next.JSON["access_token"])) || ts.active(c, str(next.JSON["refresh_token"])) {
+		t.Fatal("the successor is still active after the replay revoked its grant")
+	}
+}
+
+// TestAuditRefreshGrace (11.9): the grace is compared to the millisecond and strictly. Before,
+// times were whole seconds compared with <=: with -refresh-grace 0 a replay in the same second
+// still got the successor, and 10s meant up to 10.99 s.
+func TestAuditRefreshGrace(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		grace         time.Duration
+		offset        time.Duration // where in its second the rotation happens
+		replay        time.Duration // how long after the rotation the old token comes back
+		legacyRow     bool          // the rotation is stored as an earlier version did (whole seconds)
+		wantSuccessor bool
+	}{
+		{name: "grace 0, replay at +0ms", grace: 0, replay: 0},
+		{name: "grace 0, replay later in the same second", grace: 0, offset: 100 * time.Millisecond, replay: 800 * time.Millisecond},
+		{name: "grace 10s, +9.999s", grace: 10 * time.Second, replay: 9999 * time.Millisecond, wantSuccessor: true},
+		{name: "grace 10s, +10.000s", grace: 10 * time.Second, replay: 10 * time.Second},
+		{name: "grace 10s, +10.5s", grace: 10 * time.Second, replay: 10500 * time.Millisecond},
+		{name: "grace 10s, rotated at .999, +10.000s", grace: 10 * time.Second, offset: 999 * time.Millisecond, replay: 10 * time.Second},
+		{name: "grace 500ms, +499ms", grace: 500 * time.Millisecond, offset: 700 * time.Millisecond, replay: 499 * time.Millisecond, wantSuccessor: true},
+		{name: "grace 500ms, +500ms", grace: 500 * time.Millisecond, offset: 700 * time.Millisecond, replay: 500 * time.Millisecond},
+		// A row rotated before rotated_ms existed counts from the start of its second.
+		{name: "earlier row, grace 10s, +9.4s from .5", grace: 10 * time.Second, offset: 500 * time.Millisecond, replay: 9400 * time.Millisecond, legacyRow: true, wantSuccessor: true},
+		{name: "earlier row, grace 10s, +9.6s from .5", grace: 10 * time.Second, offset: 500 * time.Millisecond, replay: 9600 * time.Millisecond, legacyRow: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := newTestServer(t, func(c *config) { c.RefreshGrace = tc.grace })
+			ts.addUser("alice", "correct horse battery")
+			c := ts.addClient(false, "read", "https://app.example/cb")
+			code, ver := ts.browser("alice", "correct horse battery").getCode(c)
+			first := ts.exchange(c, code, ver)
+			rt := str(first.JSON["refresh_token"])
+			ts.clock.Advance(tc.offset)
+			next := ts.refresh(c, rt)
+			if next.Status != 200 {
+				t.Fatalf("rotation = %d %s", next.Status, next.Raw)
+			}
+			if tc.legacyRow {
+				if _, err := ts.s.store.db.Exec("UPDATE tokens SET rotated_ms = NULL WHERE hash = ?", tokenKey(rt)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ts.clock.Advance(tc.replay)
+			r := ts.refresh(c, rt)
+			if !tc.wantSuccessor {
+				refusedReplay(t, ts, c, r, next)
+				return
+			}
+			if r.Status != 200 || str(r.JSON["refresh_token"]) != str(next.JSON["refresh_token"]) || str(r.JSON["access_token"]) != str(next.JSON["access_token"]) {
+				t.Fatalf("replay within the grace = %d %s; want the same successor %s", r.Status, r.Raw, next.Raw)
+			}
+		})
+	}
+}
+
+// TestAuditGracePurge (11.9): the purge drops a sealed successor once its grace is over, at
+// the same millisecond precision, and not before.
+func TestAuditGracePurge(t *testing.T) {
+	ts := newTestServer(t, func(c *config) { c.RefreshGrace = 1500 * time.Millisecond })
+	ts.addUser("alice", "correct horse battery")
+	c := ts.addClient(false, "read", "https://app.example/cb")
+	code, ver := ts.browser("alice", "correct horse battery").getCode(c)
+	rt := str(ts.exchange(c, code, ver).JSON["refresh_token"])
+	ts.clock.Advance(300 * time.Millisecond)
+	rotated := ts.clock.Now()
+	if r := ts.refresh(c, rt); r.Status != 200 {
+		t.Fatalf("rotation = %d %s", r.Status, r.Raw)
+	}
+	sealed := func() (n int) {
+		ts.s.store.db.QueryRow("SELECT count(*) FROM tokens WHERE hash = ? AND successor_blob IS NOT NULL", tokenKey(rt)).Scan(&n)
+		return n
+	}
+	ctx := t.Context()
+	if _, err := ts.s.store.purge(ctx, rotated.Add(1499*time.Millisecond), ts.s.cfg.RefreshGrace); err != nil || sealed() != 1 {
+		t.Fatalf("purge 1.499 s after the rotation (grace 1.5 s): %v, sealed successor kept = %d; want 1", err, sealed())
+	}
+	if _, err := ts.s.store.purge(ctx, rotated.Add(1500*time.Millisecond), ts.s.cfg.RefreshGrace); err != nil || sealed() != 0 {
+		t.Fatalf("purge 1.5 s after the rotation: %v, sealed successor kept = %d; want 0", err, sealed())
 	}
 }

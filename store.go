@@ -306,6 +306,12 @@ CREATE TRIGGER keys_ins AFTER INSERT ON keys BEGIN UPDATE generation SET n = n +
 CREATE TRIGGER keys_upd AFTER UPDATE ON keys BEGIN UPDATE generation SET n = n + 1; END;
 CREATE TRIGGER keys_del AFTER DELETE ON keys BEGIN UPDATE generation SET n = n + 1; END;
 `,
+	// 5: security audit (issue 11): a refresh token's rotation time in milliseconds, so that
+	// -refresh-grace is compared exactly (rotated_at keeps whole seconds). A row rotated before
+	// this step has no rotated_ms and counts from the start of its second (never a longer grace).
+	`
+ALTER TABLE tokens ADD COLUMN rotated_ms INTEGER; -- refresh tokens: when it was exchanged, unix milliseconds
+`,
 }
 
 // dsn builds the modernc DSN with every pragma in it, so that each pooled connection gets them.
