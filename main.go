@@ -427,7 +427,7 @@ func runUser(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		if err := st.setPassword(ctx, name, h); err != nil {
 			return err
 		}
-		fmt.Fprintf(stderr, "password of %s changed; their sessions are ended\n", name)
+		fmt.Fprintf(stderr, "password of %s changed; their sessions, app authorizations (grants, tokens, codes, consents) and reset links are ended\n", name)
 		return nil
 	}
 }

@@ -712,7 +712,16 @@ func (s *server) issueCode(w http.ResponseWriter, r *http.Request, req authReque
 		ClientID: req.ClientID, UserID: sess.User.ID, RedirectURI: req.RedirectURI, RedirectGiven: req.RedirectGiven,
 		Scope: strings.Join(req.Scopes, " "), CodeChallenge: req.CodeChallenge, Nonce: req.Nonce,
 		AuthTime: sess.AuthTime, ExpiresAt: now.Add(s.cfg.CodeTTL).Unix(),
-	}, consent, now.Unix())
+	}, sess.Hash, consent, now.Unix())
+	switch {
+	case errors.Is(err, errSessionEnded):
+		s.errorPage(w, http.StatusForbidden, "Session ended", "You were signed out (or your password was changed) before this was recorded. Start again from the application.")
+		return
+	case errors.Is(err, errConsentWithdrawn):
+		s.log.Info("authorization refused: the consent was withdrawn meanwhile", "client_id", req.ClientID, "user", sess.User.Username)
+		http.Redirect(w, r, s.errorRedirect(req, errConsentRequired, "the user withdrew their approval of this application; ask again"), status)
+		return
+	}
 	if err != nil {
 		s.log.Error("storing an authorization code failed", "client_id", req.ClientID, "cause", err)
 		http.Redirect(w, r, s.errorRedirect(req, errTemporarilyUnavailable, "the server could not store the authorization; try again shortly"), status)
@@ -788,8 +797,11 @@ func (s *server) handleConsent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.DeviceHash != nil {
-		err := s.store.decideDevice(r.Context(), req.DeviceHash, sess.User.ID, sess.AuthTime, decision == "allow", req.Scopes, s.now().Unix())
-		if errors.Is(err, errNotFound) {
+		err := s.store.decideDevice(r.Context(), req.DeviceHash, sess.Hash, sess.User.ID, sess.AuthTime, decision == "allow", req.Scopes, s.now().Unix())
+		if errors.Is(err, errSessionEnded) {
+			s.errorPage(w, http.StatusForbidden, "Session ended", "You were signed out (or your password was changed) before this was recorded. Start again on the device.")
+			return
+		} else if errors.Is(err, errNotFound) {
 			s.errorPage(w, http.StatusBadRequest, "Code expired", "The code from your device expired or was already used. Start again on the device.")
 			return
 		} else if err != nil {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -355,4 +357,317 @@ func TestAuditGracePurge(t *testing.T) {
 	if _, err := ts.s.store.purge(ctx, rotated.Add(1500*time.Millisecond), ts.s.cfg.RefreshGrace); err != nil || sealed() != 0 {
 		t.Fatalf("purge 1.5 s after the rotation: %v, sealed successor kept = %d; want 0", err, sealed())
 	}
+}
+
+// footholds is what an attacker who signed in with a stolen password leaves behind.
+type footholds struct {
+	evil, dev, fresh testClient
+	atk              *browser
+	tok              tokenCall // an authorized app's access and refresh tokens (both cached by introspection)
+	code, ver        string    // a code not redeemed yet
+	deviceCode       string    // a device authorization approved, not collected yet
+	consentForm      url.Values
+}
+
+// plantFootholds signs in as user with the stolen password and authorizes an app (tokens, a
+// remembered consent, a spare code), approves a device and leaves a consent page open.
+func plantFootholds(t *testing.T, ts *testServer, user, stolen string) footholds {
+	t.Helper()
+	f := footholds{evil: ts.addClient(false, "read openid offline_access", "https://evil.example/cb"), fresh: ts.addClient(false, "read", "https://fresh.example/cb")}
+	dev, err := clientSpec{Name: "Evil TV", Public: true, Scope: "read", GrantTypes: []string{"device_code", "refresh_token"}}.build()
+	if err == nil {
+		err = ts.s.store.createClient(t.Context(), dev)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.dev = testClient{client: dev}
+	f.atk = ts.browser(user, stolen)
+	code, ver := f.atk.getCode(f.evil)
+	if f.tok = ts.exchange(f.evil, code, ver); f.tok.Status != 200 {
+		t.Fatalf("exchange = %d %s", f.tok.Status, f.tok.Raw)
+	}
+	for _, k := range []string{"access_token", "refresh_token"} {
+		if !ts.active(f.evil, str(f.tok.JSON[k])) { // cached now
+			t.Fatalf("the %s is not active", k)
+		}
+	}
+	f.code, f.ver = f.atk.getCode(f.evil) // no consent page: the approval is remembered
+	d := ts.postToken("/oauth/device_authorization", url.Values{"client_id": {dev.ID}}, "", "")
+	f.deviceCode = str(d.JSON["device_code"])
+	dp := f.atk.get("/device")
+	consent := f.atk.post("/device", url.Values{"csrf_token": {hidden(dp.Body, "csrf_token")}, "user_code": {str(d.JSON["user_code"])}})
+	if done := f.atk.post("/oauth/consent", url.Values{"csrf_token": {hidden(consent.Body, "csrf_token")}, "request": {hidden(consent.Body, "request")},
+		"decision": {"allow"}}); done.StatusCode != 200 {
+		t.Fatalf("device approval = %d", done.StatusCode)
+	}
+	open := f.atk.authorize(codeRequest(f.fresh, nil), "")
+	f.consentForm = url.Values{"csrf_token": {hidden(open.Body, "csrf_token")}, "request": {hidden(open.Body, "request")}, "decision": {"allow"}}
+	if f.consentForm.Get("request") == "" {
+		t.Fatalf("no consent page: %d", open.StatusCode)
+	}
+	return f
+}
+
+// assertEnded checks that none of the footholds works any more, each refused exactly.
+func assertEnded(t *testing.T, ts *testServer, f footholds) {
+	t.Helper()
+	jsonErr := func(what string, r tokenCall, status int, code, desc string) {
+		t.Helper()
+		if r.Status != status || str(r.JSON["error"]) != code || str(r.JSON["error_description"]) != desc {
+			t.Errorf("%s after the reset = %d %s; want %d %s %q", what, r.Status, r.Raw, status, code, desc)
+		}
+	}
+	for _, k := range []string{"access_token", "refresh_token"} {
+		if ts.active(f.evil, str(f.tok.JSON[k])) {
+			t.Errorf("the app's %s is still active after the reset", k)
+		}
+	}
+	jsonErr("refresh", ts.refresh(f.evil, str(f.tok.JSON["refresh_token"])), 400, errInvalidGrant, "unknown refresh token, or one issued to another client")
+	jsonErr("the spare code", ts.exchange(f.evil, f.code, f.ver), 400, errInvalidGrant, "unknown authorization code")
+	ts.clock.Advance(6 * time.Second) // past the device's polling interval
+	jsonErr("the approved device's poll", ts.postToken("/oauth/token", url.Values{"grant_type": {grantDeviceCode}, "device_code": {f.deviceCode},
+		"client_id": {f.dev.ID}}, "", ""), 400, errInvalidGrant, "unknown device code, or one issued to another client")
+	req, _ := http.NewRequest("GET", ts.url+"/oauth/userinfo", nil)
+	req.Header.Set("Authorization", "Bearer "+str(f.tok.JSON["access_token"]))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("userinfo with the app's token after the reset = %d; want 401", resp.StatusCode)
+	}
+	if p := f.atk.post("/oauth/consent", f.consentForm); p.StatusCode != http.StatusForbidden || p.Header.Get("Location") != "" || !strings.Contains(p.Body, "Session ended") {
+		t.Errorf("the open consent page after the reset = %d %q; want 403 Session ended, no code", p.StatusCode, p.Header.Get("Location"))
+	}
+	if p := f.atk.get("/"); strings.Contains(p.Body, "Signed in") {
+		t.Error("the attacker's session survived the reset")
+	}
+}
+
+// askedAgain signs in as user with password and checks that the attacker's app does not come
+// back silently: its remembered approval is gone, so the consent page is shown.
+func askedAgain(t *testing.T, ts *testServer, f footholds, user, password string) {
+	t.Helper()
+	b := ts.browser(user, password)
+	if p := b.login(); p.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign-in as %s = %d", user, p.StatusCode)
+	}
+	if p := b.authorize(codeRequest(f.evil, nil), ""); p.StatusCode != 200 || !strings.Contains(p.Body, `name="decision"`) {
+		t.Errorf("the app after the reset = %d %q; want the consent page (the remembered approval is gone)", p.StatusCode, p.Header.Get("Location"))
+	}
+}
+
+// TestAuditPasswordReset (11.4): a password reset — through a link, the admin page's reset
+// action, `oauthd user passwd`, or the same in another process against the running server —
+// ends every session, grant, token (cached ones at once), code, approved device and
+// remembered consent of the user, and the user's earlier reset links. Before, only sessions
+// ended: the attacker's app kept refreshing for 30 days.
+func TestAuditPasswordReset(t *testing.T) {
+	const stolen, fresh = "correct horse battery", "a brand new password"
+	oldLinkDead := func(t *testing.T, ts *testServer, link string) {
+		t.Helper()
+		if p := ts.browser("", "").get(link); p.StatusCode != http.StatusForbidden || !strings.Contains(p.Body, "Link not valid") {
+			t.Errorf("an earlier reset link after the reset = %d; want 403 Link not valid", p.StatusCode)
+		}
+	}
+	setup := func(t *testing.T) (*testServer, *browser, string) {
+		ts := newTestServer(t)
+		ts.addAdmin("root", "the admin password")
+		ts.addUser("alice", stolen)
+		root := ts.browser("root", "the admin password")
+		root.login()
+		return ts, root, resetLink(t, root, "alice")
+	}
+	t.Run("reset link", func(t *testing.T) {
+		ts, root, early := setup(t)
+		link := resetLink(t, root, "alice") // the one alice uses; the earlier one dies now
+		f := plantFootholds(t, ts, "alice", stolen)
+		g := ts.browser("", "")
+		rp := g.get(link)
+		p := g.post("/reset", url.Values{"csrf_token": {hidden(rp.Body, "csrf_token")}, "token": {hidden(rp.Body, "token")},
+			"password": {fresh}, "password2": {fresh}})
+		if p.StatusCode != 200 || !strings.Contains(p.Body, "every application you had authorized has lost its access") {
+			t.Fatalf("reset = %d %s", p.StatusCode, p.Body)
+		}
+		assertEnded(t, ts, f)
+		oldLinkDead(t, ts, early)
+		newPassword(t, ts, f, "alice", stolen, fresh)
+	})
+	t.Run("admin page reset action", func(t *testing.T) {
+		ts, root, early := setup(t)
+		f := plantFootholds(t, ts, "alice", stolen)
+		ap := root.get("/admin/users")
+		p := root.post("/admin/users/alice/reset", url.Values{"csrf_token": {hidden(ap.Body, "csrf_token")}})
+		if p.StatusCode != 200 || !strings.Contains(p.Body, "alice is now signed out everywhere, and every application they had authorized has lost its access") {
+			t.Fatalf("admin reset = %d %s", p.StatusCode, p.Body)
+		}
+		// Making the link already ended everything planted (the stolen password works until
+		// alice uses the link, but the app is asked about again).
+		assertEnded(t, ts, f)
+		oldLinkDead(t, ts, early)
+		askedAgain(t, ts, f, "alice", stolen)
+	})
+	t.Run("oauthd user passwd", func(t *testing.T) {
+		ts, _, early := setup(t)
+		f := plantFootholds(t, ts, "alice", stolen)
+		code, _, errs := cli(t, map[string]string{"OAUTHD_DB": ts.s.cfg.DB}, fresh+"\n", "user", "passwd", "alice")
+		if code != 0 || !strings.Contains(errs, "their sessions, app authorizations (grants, tokens, codes, consents) and reset links are ended") {
+			t.Fatalf("user passwd = %d %s", code, errs)
+		}
+		assertEnded(t, ts, f)
+		oldLinkDead(t, ts, early)
+		newPassword(t, ts, f, "alice", stolen, fresh)
+	})
+	t.Run("oauthd user passwd in another process", func(t *testing.T) {
+		if testing.Short() {
+			t.Skip("runs a subprocess")
+		}
+		ts, _, early := setup(t)
+		f := plantFootholds(t, ts, "alice", stolen)
+		oauthdProcess(t, ts.s.cfg.DB, fresh+"\n", "user", "passwd", "alice")
+		assertEnded(t, ts, f)
+		oldLinkDead(t, ts, early)
+		newPassword(t, ts, f, "alice", stolen, fresh)
+	})
+}
+
+// newPassword checks that after a reset the old password fails, the new one signs in, and the
+// attacker's app must ask again.
+func newPassword(t *testing.T, ts *testServer, f footholds, user, old, fresh string) {
+	t.Helper()
+	if p := ts.browser(user, old).login(); p.StatusCode != http.StatusUnauthorized {
+		t.Errorf("sign-in with the old password after the reset = %d; want 401", p.StatusCode)
+	}
+	askedAgain(t, ts, f, user, fresh)
+}
+
+// resetLink makes a password reset link for name on the admin page.
+func resetLink(t *testing.T, admin *browser, name string) string {
+	t.Helper()
+	ap := admin.get("/admin/users")
+	link := inputValue(admin.post("/admin/users/"+name+"/reset", url.Values{"csrf_token": {hidden(ap.Body, "csrf_token")}}).Body, "link")
+	if link == "" {
+		t.Fatal("no reset link")
+	}
+	return link
+}
+
+// TestAuditResetRaces (11.4, review): a reset that commits between a page's check and its
+// write wins. Before, a sign-in that had checked the stolen password got a session after the
+// reset had ended all of them, and a consent or device approval made in a session that a
+// reset ended was still recorded (a code issued, the device approved).
+func TestAuditResetRaces(t *testing.T) {
+	const stolen, fresh = "correct horse battery", "a brand new password"
+	ts := newTestServer(t)
+	alice := ts.addUser("alice", stolen)
+	ctx := t.Context()
+
+	t.Run("sign-in checking the old password while the reset commits", func(t *testing.T) {
+		ts.s.guard.hashWait = 20 * time.Second
+		slots := cap(ts.s.guard.hashing)
+		for range slots { // every hashing slot taken: the sign-in waits after reading alice's row
+			ts.s.guard.hashing <- struct{}{}
+		}
+		atk := ts.browser("alice", stolen)
+		lp := atk.get("/login")
+		done := make(chan *http.Response, 1)
+		go func() {
+			req, _ := http.NewRequest("POST", ts.url+"/login", strings.NewReader(url.Values{"username": {"alice"}, "password": {stolen},
+				"csrf_token": {hidden(lp.Body, "csrf_token")}, "next": {"/"}}.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.Header.Set("Origin", ts.url)
+			resp, err := atk.c.Do(req)
+			if err != nil {
+				resp = &http.Response{StatusCode: -1, Body: http.NoBody}
+			}
+			done <- resp
+		}()
+		time.Sleep(time.Second)
+		if err := ts.s.store.setPassword(ctx, "alice", mustHash(t, fresh)); err != nil {
+			t.Fatal(err)
+		}
+		for range slots {
+			<-ts.s.guard.hashing
+		}
+		resp := <-done
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(body), "The password of this account was just changed") {
+			t.Fatalf("sign-in with the password checked before the reset = %d %q; want 401, password changed", resp.StatusCode, resp.Header.Get("Location"))
+		}
+		if strings.Contains(atk.get("/").Body, "Signed in") {
+			t.Fatal("the sign-in outlived the reset")
+		}
+	})
+
+	alice, _ = ts.s.store.userByName(ctx, "alice")
+	newSession := func() []byte {
+		h := hashSecret(newSecret())
+		if err := ts.s.store.createSession(ctx, h, alice, 1, ts.clock.Now().Add(time.Hour).Unix()); err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	c := ts.addClient(false, "read", "https://app.example/cb")
+	now := ts.clock.Now().Unix()
+	code := authCode{ClientID: c.ID, UserID: alice.ID, RedirectURI: "https://app.example/cb", Scope: "read", AuthTime: 1, ExpiresAt: now + 60}
+	codes := func() (n int) {
+		ts.s.store.db.QueryRow("SELECT count(*) FROM codes").Scan(&n)
+		return n
+	}
+
+	t.Run("consent recorded after the reset ended its session", func(t *testing.T) {
+		sess := newSession()
+		if err := ts.s.store.setPassword(ctx, "alice", mustHash(t, fresh)); err != nil { // between takePending and issueCode
+			t.Fatal(err)
+		}
+		if err := ts.s.store.issueCode(ctx, tokenKey(newSecret()), code, sess, []string{"read"}, now); !errors.Is(err, errSessionEnded) || codes() != 0 {
+			t.Fatalf("issueCode in an ended session = %v, %d codes; want errSessionEnded and none", err, codes())
+		}
+		if _, err := ts.s.store.consentScopes(ctx, alice.ID, c.ID); !errors.Is(err, errNotFound) {
+			t.Fatalf("the consent was recorded anyway: %v", err)
+		}
+	})
+	t.Run("remembered consent revoked between the check and the code", func(t *testing.T) {
+		alice, _ = ts.s.store.userByName(ctx, "alice")
+		sess := newSession()
+		if err := ts.s.store.issueCode(ctx, tokenKey(newSecret()), code, sess, []string{"read"}, now); err != nil {
+			t.Fatal(err)
+		}
+		// handleAuthorize read the consent; the user revokes the connection; then the code.
+		if err := ts.s.store.revokeConnection(ctx, alice.ID, c.ID); err != nil {
+			t.Fatal(err)
+		}
+		if err := ts.s.store.issueCode(ctx, tokenKey(newSecret()), code, sess, nil, now); !errors.Is(err, errConsentWithdrawn) || codes() != 0 {
+			t.Fatalf("issueCode on a revoked consent = %v, %d codes; want errConsentWithdrawn and none", err, codes())
+		}
+	})
+	t.Run("device approved after the reset ended its session", func(t *testing.T) {
+		sess := newSession()
+		dev, user := hashSecret(newSecret()), hashSecret("BCDFGHJK")
+		if err := ts.s.store.createDeviceCode(ctx, dev, user, deviceCode{ClientID: c.ID, Scope: "read", Interval: 5, ExpiresAt: now + 600}); err != nil {
+			t.Fatal(err)
+		}
+		if err := ts.s.store.setPassword(ctx, "alice", mustHash(t, stolen)); err != nil {
+			t.Fatal(err)
+		}
+		if err := ts.s.store.decideDevice(ctx, dev, sess, alice.ID, 1, true, []string{"read"}, now); !errors.Is(err, errSessionEnded) {
+			t.Fatalf("decideDevice in an ended session = %v; want errSessionEnded", err)
+		}
+		if _, d, err := ts.s.store.pendingDevice(ctx, user, now); err != nil || d.Status != devicePending {
+			t.Fatalf("the device code after the refused approval: %v %+v; want still pending", err, d)
+		}
+	})
+}
+
+// mustHash hashes a password with the tests' fast iteration count.
+func mustHash(t *testing.T, pw string) string {
+	t.Helper()
+	h, err := hashPassword(pw, testIter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }

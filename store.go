@@ -626,14 +626,22 @@ func (st *store) deleteUser(ctx context.Context, name string) error {
 	return affected(st.exec(ctx, "DELETE FROM users WHERE username = ?", name))
 }
 
-// setPassword replaces a password hash and ends every session of the user.
+// setPassword replaces a password hash (`oauthd user passwd`) and, in the same transaction,
+// ends everything a reset link ends (resetAccess): sessions, grants with their tokens, codes,
+// device approvals, remembered consents, other reset links. A server running on the same
+// file sees it at its next request (the generation counter moves).
 func (st *store) setPassword(ctx context.Context, name, hash string) error {
+	defer st.cache.flush()
 	return st.tx(ctx, func(tx *sql.Tx) error {
-		if err := affected(st.txExec(ctx, tx, "UPDATE users SET password_hash = ? WHERE username = ?", hash, name)); err != nil {
+		var id int64
+		err := st.txRow(ctx, tx, "UPDATE users SET password_hash = ? WHERE username = ? RETURNING id", hash, name).Scan(&id)
+		if errors.Is(err, sql.ErrNoRows) {
+			return errNotFound
+		}
+		if err != nil {
 			return err
 		}
-		_, err := st.txExec(ctx, tx, "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = ?)", name)
-		return err
+		return st.endAccess(ctx, tx, id, resetAccess)
 	})
 }
 
@@ -792,9 +800,30 @@ type session struct {
 	AuthTime int64
 }
 
-func (st *store) createSession(ctx context.Context, hash []byte, userID, authTime, expires int64) error {
-	_, err := st.exec(ctx, "INSERT INTO sessions(hash, user_id, auth_time, expires_at) VALUES(?, ?, ?, ?)",
-		hash, userID, authTime, expires)
+// createSession starts a session for u, whose password was just checked against
+// u.PasswordHash. The row is written only while that is still the user's password and the
+// user is not disabled (errNotFound otherwise): a sign-in that checked the old password
+// while a reset (or a disabling) committed must not come out of it with a session.
+func (st *store) createSession(ctx context.Context, hash []byte, u user, authTime, expires int64) error {
+	return affected(st.exec(ctx, "INSERT INTO sessions(hash, user_id, auth_time, expires_at) SELECT ?, id, ?, ? FROM users WHERE id = ? AND password_hash = ? AND disabled = 0",
+		hash, authTime, expires, u.ID, u.PasswordHash))
+}
+
+// errSessionEnded: the session a decision was made in ended before it was recorded (sign-out,
+// password reset, disabled user, expiry).
+var errSessionEnded = errors.New("the session ended")
+
+// liveSession checks inside tx that the session with that cookie hash still exists for the
+// user (not expired, user not disabled), so that what a page decided in it is recorded only
+// if nothing ended it meanwhile: a password reset between the session check and the write
+// must win.
+func (st *store) liveSession(ctx context.Context, tx *sql.Tx, sessionHash []byte, userID, now int64) error {
+	var n int
+	err := st.txRow(ctx, tx, "SELECT count(*) FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.hash = ? AND s.user_id = ? AND s.expires_at > ? AND u.disabled = 0",
+		sessionHash, userID, now).Scan(&n)
+	if err == nil && n == 0 {
+		err = errSessionEnded
+	}
 	return err
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 )
@@ -23,11 +24,31 @@ type authCode struct {
 	ExpiresAt     int64
 }
 
+// errConsentWithdrawn: a code was about to be issued on a remembered consent that the user
+// revoked meanwhile.
+var errConsentWithdrawn = errors.New("the consent was withdrawn")
+
 // issueCode stores a code and, when the user approved on the consent page, the consent with it.
-func (st *store) issueCode(ctx context.Context, hash []byte, c authCode, consent []string, now int64) error {
+// In the same transaction it checks what the page checked before: the session the request was
+// made in is still live (errSessionEnded), and, without a new approval, the remembered consent
+// still covers the scope (errConsentWithdrawn). A reset, sign-out or revoked connection
+// committed in between wins instead of being followed by a fresh code.
+func (st *store) issueCode(ctx context.Context, hash []byte, c authCode, sessionHash []byte, consent []string, now int64) error {
 	return st.tx(ctx, func(tx *sql.Tx) error {
+		if err := st.liveSession(ctx, tx, sessionHash, c.UserID, now); err != nil {
+			return err
+		}
 		if consent != nil {
 			if err := st.addConsent(ctx, tx, c.UserID, c.ClientID, consent, now); err != nil {
+				return err
+			}
+		} else {
+			var approved string
+			err := st.txRow(ctx, tx, "SELECT scope FROM consents WHERE user_id = ? AND client_id = ?", c.UserID, c.ClientID).Scan(&approved)
+			if errors.Is(err, sql.ErrNoRows) || err == nil && !subset(strings.Fields(c.Scope), strings.Fields(approved)) {
+				return errConsentWithdrawn
+			}
+			if err != nil {
 				return err
 			}
 		}
