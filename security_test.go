@@ -1,10 +1,15 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -670,4 +675,170 @@ func mustHash(t *testing.T, pw string) string {
 		t.Fatal(err)
 	}
 	return h
+}
+
+// serveFor runs the real server (serve) on db until the test ends and returns its log once it
+// has started (the line about the setup URL, or the users, is written last).
+func serveFor(t *testing.T, db string) *syncBuffer {
+	t.Helper()
+	cfg := defaultConfig()
+	cfg.DB = db
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Addr = ln.Addr().String()
+	cfg.Issuer = "http://" + cfg.Addr
+	cfg.KeyGen = cachedKey
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, slog.New(slog.NewTextHandler(logs, nil)), ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	waitFor(t, func() bool {
+		return strings.Contains(logs.String(), "oauthd listening") && strings.Contains(logs.String(), "setup")
+	})
+	return logs
+}
+
+// modeOf is a file's permission bits (os.ModeIrregular when it does not exist).
+func modeOf(t *testing.T, path string) os.FileMode {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		return os.ModeIrregular
+	}
+	return fi.Mode().Perm()
+}
+
+// TestAuditFileModes (11.5): under the usual umask 022 every file oauthd writes — database,
+// -wal, -shm, setup URL, backup — is 0600. Before, SQLite created the database 0644 and the
+// -wal and -shm with it, and the backup 0644: any local account could read the signing keys
+// (PKCS #8) and forge ID tokens, and copy every password hash.
+func TestAuditFileModes(t *testing.T) {
+	withUmask(t, 0o022)
+	dir := t.TempDir()
+	db := filepath.Join(dir, "oauthd.db")
+
+	// The setup URL file: another account created it first and keeps it open, or put a link there.
+	planted, err := os.OpenFile(db+"-setup-url", os.O_RDWR|os.O_CREATE, 0o666)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer planted.Close()
+	logs := serveFor(t, db)
+	for _, p := range []string{db, db + "-wal", db + "-shm", db + "-setup-url"} {
+		if m := modeOf(t, p); m != 0o600 {
+			t.Errorf("%s is %04o; want 0600", filepath.Base(p), m)
+		}
+	}
+	if leaked, _ := io.ReadAll(planted); len(leaked) != 0 {
+		t.Errorf("the setup URL was written into a file another account held open: %q", leaked)
+	}
+	if url, _ := os.ReadFile(db + "-setup-url"); !strings.Contains(string(url), "/setup?token=") {
+		t.Errorf("the setup URL file = %q", url)
+	}
+	if strings.Contains(logs.String(), "chmod") {
+		t.Errorf("a warning about the modes of files oauthd created itself:\n%s", logs)
+	}
+
+	t.Run("backup", func(t *testing.T) {
+		bdir := t.TempDir()
+		dst := filepath.Join(bdir, "backup.db")
+		if code, _, errs := cli(t, nil, "", "backup", "-db", db, dst); code != 0 {
+			t.Fatalf("backup = %d %s", code, errs)
+		}
+		if m := modeOf(t, dst); m != 0o600 {
+			t.Errorf("the backup is %04o; want 0600", m)
+		}
+		if ents, _ := os.ReadDir(bdir); len(ents) != 1 {
+			t.Errorf("the backup directory holds %d files; want the backup alone", len(ents))
+		}
+		// Never written through a link planted where the backup goes.
+		target := filepath.Join(bdir, "elsewhere")
+		os.WriteFile(target, nil, 0o644)
+		os.Symlink(target, filepath.Join(bdir, "linked.db"))
+		if code, _, errs := cli(t, nil, "", "backup", "-db", db, filepath.Join(bdir, "linked.db")); code != 1 || !strings.Contains(errs, "already exists") {
+			t.Errorf("backup onto a symbolic link = %d %s; want refused", code, errs)
+		}
+		if b, _ := os.ReadFile(target); len(b) != 0 {
+			t.Error("the backup was written through a symbolic link")
+		}
+	})
+	t.Run("a database the CLI creates", func(t *testing.T) {
+		other := filepath.Join(t.TempDir(), "cli.db")
+		if code, _, errs := cli(t, map[string]string{"OAUTHD_DB": other}, "", "registration-token", "create"); code != 0 {
+			t.Fatalf("registration-token create = %d %s", code, errs)
+		}
+		if m := modeOf(t, other); m != 0o600 {
+			t.Errorf("a database created by the CLI is %04o; want 0600", m)
+		}
+	})
+	t.Run("setup URL file replaced by a symbolic link", func(t *testing.T) {
+		sdir := t.TempDir()
+		sdb := filepath.Join(sdir, "oauthd.db")
+		target := filepath.Join(t.TempDir(), "readable-by-the-attacker")
+		if err := os.WriteFile(target, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(target, sdb+"-setup-url"); err != nil {
+			t.Fatal(err)
+		}
+		serveFor(t, sdb)
+		if b, _ := os.ReadFile(target); len(b) != 0 {
+			t.Errorf("the setup URL was written through a symbolic link: %q", b)
+		}
+		if fi, err := os.Lstat(sdb + "-setup-url"); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o600 {
+			t.Errorf("the setup URL file: %v %v; want a regular 0600 file", err, fi.Mode())
+		}
+	})
+}
+
+// TestAuditLooseDatabaseWarning (11.5): a database that others can read or write is named at
+// start with the fix; oauthd does not change the operator's file.
+func TestAuditLooseDatabaseWarning(t *testing.T) {
+	withUmask(t, 0o022)
+	dir := t.TempDir()
+	db := filepath.Join(dir, "oauthd.db")
+	st, err := openStore(t.Context(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	if err := os.Chmod(db, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logs := serveFor(t, db).String()
+	want := "the database file " + db + " is readable by other accounts (mode 0644): it holds the ID token signing keys and every password hash, " +
+		"so anyone who can read it can forge ID tokens; fix it with: chmod 600 " + db
+	if !strings.Contains(logs, "level=WARN") || !strings.Contains(logs, want) {
+		t.Errorf("no warning %q in:\n%s", want, logs)
+	}
+	if !strings.Contains(logs, "fix it with: chmod 600 "+db+"-wal") {
+		t.Errorf("no warning about the -wal file SQLite made with the database's mode:\n%s", logs)
+	}
+	if m := modeOf(t, db); m != 0o644 {
+		t.Errorf("the operator's database is now %04o; want it left 0644", m)
+	}
+	for _, tc := range []struct {
+		mode os.FileMode
+		want string
+	}{{0o600, ""}, {0o640, "is readable by other accounts (mode 0640)"}, {0o602, "is writable by other accounts (mode 0602)"},
+		{0o666, "is readable and writable by other accounts (mode 0666)"}} {
+		os.Chmod(db, tc.mode)
+		got := strings.Join(fileModeWarnings(db), "\n")
+		if tc.want == "" && strings.Contains(got, db+" is") || tc.want != "" && !strings.Contains(got, db+" "+tc.want) {
+			t.Errorf("fileModeWarnings at %04o = %q; want %q", tc.mode, got, tc.want)
+		}
+	}
+	os.Chmod(dir, 0o777)
+	defer os.Chmod(dir, 0o700)
+	if got := strings.Join(fileModeWarnings(db), "\n"); !strings.Contains(got, "the database directory "+dir+" is writable by every account (mode 0777)") {
+		t.Errorf("fileModeWarnings with a world-writable directory = %q", got)
+	}
 }

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -339,6 +341,9 @@ func openStore(ctx context.Context, path string) (*store, error) {
 	if path == "" {
 		return nil, errors.New("database path is empty")
 	}
+	if err := createPrivate(path); err != nil {
+		return nil, fmt.Errorf("create database %s: %w", path, err)
+	}
 	db, err := sql.Open("sqlite", dsn(path))
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
@@ -379,6 +384,22 @@ func openStore(ctx context.Context, path string) (*store, error) {
 		return err
 	}, &freshWatch{st: st})
 	return st, nil
+}
+
+// createPrivate creates a missing database file, empty (which SQLite takes as a new
+// database), readable and writable only by this account, before SQLite opens it: SQLite would
+// create it 0644 less the umask, and it gives the -wal and -shm files it makes the main file's
+// mode. The keys table holds the signing keys and the users table every password hash. An
+// existing file is left as it is (a loose one is warned about at start, fileModeWarnings).
+func createPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 // init checks the journal mode and runs the pending migrations, each in its own transaction.
