@@ -183,13 +183,13 @@ func (s *server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	now := s.now()
 	tok := bearer(r)
 	if mode == registrationOpen && tok == "" {
-		host := s.sourceAddr(r)
-		if s.registrations.blocked(host, now) {
+		// Counted before anything else is checked, in one step (concurrent requests cannot all
+		// pass the check first).
+		if !s.registrations.take(s.sourceAddr(r), now) {
 			w.Header().Set("Retry-After", "3600")
 			writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": "slow_down", "error_description": "too many registrations from this address; try again later"})
 			return
 		}
-		s.registrations.add(host, now)
 	}
 	if mode == registrationToken && tok == "" {
 		bearerError(w, http.StatusUnauthorized, "invalid_token", "registration requires an initial access token (oauthd registration-token create)")

@@ -203,6 +203,21 @@ func (l *limiter) blocked(key string, now time.Time) bool {
 	return len(h) >= l.max
 }
 
+// take records one event for key and reports whether it was within the limit, under one
+// lock: with blocked and add apart, concurrent requests could all pass blocked before any
+// add, and exceed the limit together. An event over the limit is not recorded.
+func (l *limiter) take(key string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	h := slices.DeleteFunc(l.hits[key], func(t time.Time) bool { return now.Sub(t) >= l.window })
+	if len(h) >= l.max {
+		l.hits[key] = h
+		return false
+	}
+	l.hits[key] = append(h, now)
+	return true
+}
+
 // add records one event for key.
 func (l *limiter) add(key string, now time.Time) {
 	l.mu.Lock()

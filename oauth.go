@@ -772,6 +772,28 @@ func (s *server) showConsent(w http.ResponseWriter, r *http.Request, c client, r
 	}{s.pageData(sess, "consent"), c, host, lines, tok})
 }
 
+// stillRegistered checks, when the user answers a consent page, that the client still exists
+// and still has the redirect URI the request was validated against: the page may have been
+// open for ten minutes, during which an administrator or the client's owner may have deleted
+// the client or removed a URI (a compromised one, say). Otherwise the answer is an error page
+// and nothing is sent anywhere.
+func (s *server) stillRegistered(w http.ResponseWriter, r *http.Request, req authRequest) bool {
+	c, err := s.store.lookupClient(r.Context(), req.ClientID)
+	if errors.Is(err, errNotFound) {
+		s.errorPage(w, http.StatusBadRequest, "Unknown application", "This application was removed while the page was open.")
+		return false
+	} else if err != nil {
+		s.serverErrorPage(w, r, err)
+		return false
+	}
+	if _, _, ok := matchRedirect(c.RedirectURIs, req.RedirectURI); !ok {
+		s.log.Info("consent refused: the redirect URI was unregistered while the page was open", "client_id", c.ID)
+		s.errorPage(w, http.StatusBadRequest, "Invalid redirect URI", "The application's redirect URI changed while the page was open. Start again from the application.")
+		return false
+	}
+	return true
+}
+
 // handleConsent takes the user's decision from the consent page.
 func (s *server) handleConsent(w http.ResponseWriter, r *http.Request) {
 	sess, ok := s.session(r)
@@ -794,6 +816,9 @@ func (s *server) handleConsent(w http.ResponseWriter, r *http.Request) {
 		return
 	} else if err != nil {
 		s.serverErrorPage(w, r, err)
+		return
+	}
+	if req.DeviceHash == nil && !s.stillRegistered(w, r, req) {
 		return
 	}
 	if req.DeviceHash != nil {

@@ -842,3 +842,86 @@ func TestAuditLooseDatabaseWarning(t *testing.T) {
 		t.Errorf("fileModeWarnings with a world-writable directory = %q", got)
 	}
 }
+
+// TestAuditReview: the review's findings (issue 11, "Also"), each attack through the handler.
+func TestAuditReview(t *testing.T) {
+	t.Run("an admin's reset voids the links made with the stolen admin password", func(t *testing.T) {
+		ts := newTestServer(t)
+		ts.addAdmin("root", "the admin password")
+		ts.addUser("bob", "bob's password!")
+		atk := ts.browser("root", "the admin password")
+		atk.login()
+		ap := atk.get("/admin/users")
+		invite := inputValue(atk.post("/admin/users/invite", url.Values{"csrf_token": {hidden(ap.Body, "csrf_token")}, "admin": {"on"}}).Body, "link")
+		bobReset := resetLink(t, atk, "bob")
+		if code, _, errs := cli(t, map[string]string{"OAUTHD_DB": ts.s.cfg.DB}, "root's new password\n", "user", "passwd", "root"); code != 0 {
+			t.Fatalf("user passwd root = %d %s", code, errs)
+		}
+		for what, link := range map[string]string{"admin invitation": invite, "reset link for bob": bobReset} {
+			if p := ts.browser("", "").get(link); p.StatusCode != http.StatusForbidden || !strings.Contains(p.Body, "Link not valid") {
+				t.Errorf("the %s made with the stolen password, after the admin's reset = %d; want 403 Link not valid", what, p.StatusCode)
+			}
+		}
+	})
+
+	t.Run("consent answered after the redirect URI was removed", func(t *testing.T) {
+		ts := newTestServer(t)
+		ts.addUser("alice", "correct horse battery")
+		c := ts.addClient(false, "read", "https://app.example/cb", "https://compromised.example/cb")
+		b := ts.browser("alice", "correct horse battery")
+		q := codeRequest(c, nil)
+		q.Set("redirect_uri", "https://compromised.example/cb")
+		pages := map[string]page{"allow": b.authorize(q, ""), "deny": b.authorize(q, "")} // two tabs open
+		c.RedirectURIs = []string{"https://app.example/cb"}                               // the administrator removes the compromised URI
+		if err := ts.s.store.updateClient(t.Context(), c.client); err != nil {
+			t.Fatal(err)
+		}
+		for decision, p := range pages {
+			r := b.post("/oauth/consent", url.Values{"csrf_token": {hidden(p.Body, "csrf_token")}, "request": {hidden(p.Body, "request")}, "decision": {decision}})
+			if r.StatusCode != http.StatusBadRequest || r.Header.Get("Location") != "" || !strings.Contains(r.Body, "redirect URI changed while the page was open") {
+				t.Fatalf("%s after the URI was removed = %d %q; want the 400 page, no redirect", decision, r.StatusCode, r.Header.Get("Location"))
+			}
+		}
+		var n int
+		ts.s.store.db.QueryRow("SELECT count(*) FROM codes").Scan(&n)
+		if n != 0 {
+			t.Fatalf("%d codes issued for the removed redirect URI", n)
+		}
+	})
+
+	t.Run("consent answered after the client was deleted", func(t *testing.T) {
+		ts := newTestServer(t)
+		ts.addUser("alice", "correct horse battery")
+		c := ts.addClient(false, "read", "https://app.example/cb")
+		b := ts.browser("alice", "correct horse battery")
+		p := b.authorize(codeRequest(c, nil), "")
+		if err := ts.s.store.deleteClient(t.Context(), c.ID); err != nil {
+			t.Fatal(err)
+		}
+		r := b.post("/oauth/consent", url.Values{"csrf_token": {hidden(p.Body, "csrf_token")}, "request": {hidden(p.Body, "request")}, "decision": {"allow"}})
+		if r.StatusCode != http.StatusBadRequest || r.Header.Get("Location") != "" || !strings.Contains(r.Body, "This application was removed") {
+			t.Fatalf("consent for a deleted client = %d %q; want the 400 page, no redirect", r.StatusCode, r.Header.Get("Location"))
+		}
+	})
+
+	t.Run("concurrent open registrations stay within the limit", func(t *testing.T) {
+		ts := newTestServer(t, func(c *config) { c.Registration = registrationOpen })
+		meta := map[string]any{"client_name": "Flood", "redirect_uris": []string{"https://flood.example/cb"}, "token_endpoint_auth_method": "none"}
+		statuses := make(chan int, 40)
+		start := make(chan struct{})
+		for range cap(statuses) {
+			go func() {
+				<-start
+				statuses <- ts.postJSON("POST", "/oauth/register", "", meta).Status
+			}()
+		}
+		close(start)
+		count := map[int]int{}
+		for range cap(statuses) {
+			count[<-statuses]++
+		}
+		if count[http.StatusCreated] != 20 || count[http.StatusTooManyRequests] != 20 {
+			t.Fatalf("40 concurrent open registrations from one address: %v; want 20 created, 20 refused with 429", count)
+		}
+	})
+}

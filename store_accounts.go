@@ -33,9 +33,13 @@ var userAccess = []string{"DELETE FROM sessions WHERE user_id = ?", "DELETE FROM
 
 // resetAccess is userAccess and what a stolen password leaves behind to come back through:
 // remembered consents (an app the attacker authorized would get a new code without asking)
-// and the user's other reset links. A password reset runs it.
+// and the user's other reset links. A password reset runs it. For an administrator it also
+// voids every unused invitation and reset link: with the admin's password an attacker could
+// have made an admin invitation (a new admin account later) or a reset link for anyone, and
+// links do not record who made them.
 var resetAccess = append(slices.Clip(userAccess), "DELETE FROM consents WHERE user_id = ?",
-	"DELETE FROM user_links WHERE user_id = ? AND kind = 'reset'")
+	"DELETE FROM user_links WHERE user_id = ? AND kind = 'reset'",
+	"DELETE FROM user_links WHERE EXISTS (SELECT 1 FROM users WHERE id = ? AND admin = 1)")
 
 // endAccess runs the statements qs for user id inside tx, and moves the generation counter so
 // that another process's caches (a server, when the CLI runs this) drop the user's tokens at
