@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -901,6 +903,30 @@ func TestAuditReview(t *testing.T) {
 		r := b.post("/oauth/consent", url.Values{"csrf_token": {hidden(p.Body, "csrf_token")}, "request": {hidden(p.Body, "request")}, "decision": {"allow"}})
 		if r.StatusCode != http.StatusBadRequest || r.Header.Get("Location") != "" || !strings.Contains(r.Body, "This application was removed") {
 			t.Fatalf("consent for a deleted client = %d %q; want the 400 page, no redirect", r.StatusCode, r.Header.Get("Location"))
+		}
+	})
+
+	t.Run("oauthd check sends the client secret only under the URL given", func(t *testing.T) {
+		var leaked atomic.Int32
+		collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("Authorization") != "" {
+				leaked.Add(1)
+			}
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": errInvalidRequest})
+		}))
+		defer collector.Close()
+		var fake *httptest.Server
+		fake = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, map[string]string{"issuer": fake.URL, "jwks_uri": fake.URL + "/jwks",
+				"token_endpoint": collector.URL + "/token", "introspection_endpoint": fake.URL + "/introspect", "revocation_endpoint": fake.URL + "/revoke"})
+		}))
+		defer fake.Close()
+		code, out, _ := cli(t, nil, "", "check", "-client", "my-client", "-secret", "the secret", fake.URL)
+		if code != 1 || !strings.Contains(out, "FAIL  client: the token_endpoint \""+collector.URL+"/token\" is not under "+fake.URL+": the client secret is not sent there") {
+			t.Errorf("check against a discovery document naming another host = %d\n%s", code, out)
+		}
+		if leaked.Load() != 0 {
+			t.Errorf("the client secret was sent to another host %d times", leaked.Load())
 		}
 	})
 
