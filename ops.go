@@ -16,7 +16,7 @@ import (
 	"time"
 )
 
-// Operations: health check, configuration warnings, network file systems, backups.
+// Operations: health check, configuration and file-mode warnings, network file systems, backups.
 
 // handleHealthz answers whether the server can reach its database: 200 {"status":"ok"} or
 // 503 {"status":"unavailable"}. It says nothing else (no version, no counts, no paths).
