@@ -182,13 +182,21 @@ func (s *server) handleAdminUserAction(w http.ResponseWriter, r *http.Request) {
 		s.seeOther(w, r, "/admin/users", "User "+u.Username+" "+action+"d.")
 	case "reset":
 		tok := newSecret()
-		if err := s.store.createLink(r.Context(), hashSecret(tok), userLink{Kind: "reset", UserID: u.ID, ExpiresAt: s.now().Add(resetTTL).Unix()}); err != nil {
+		if err := s.store.createLink(r.Context(), hashSecret(tok), userLink{Kind: "reset", UserID: u.ID, EndAccess: true, ExpiresAt: s.now().Add(resetTTL).Unix()}); err != nil {
 			s.serverErrorPage(w, r, err)
 			return
 		}
-		s.log.Info("password reset link created", "user", u.Username, "admin", sess.User.Username)
-		s.render(w, http.StatusOK, "link", linkPage{pageData: s.pageData(sess, ""), Title: "Password reset link for " + u.Username,
-			Link: s.cfg.Issuer + "/reset?token=" + tok, What: "Send this link to " + u.Username + ". It works once, for 24 hours, and signs them out everywhere."})
+		s.log.Info("password reset link created; the user's sessions, grants, tokens and consents are ended", "user", u.Username, "admin", sess.User.Username)
+		what := u.Username + " is now signed out everywhere, and every application they had authorized has lost its access (tokens revoked, approvals forgotten); earlier reset links no longer work. " +
+			"Send this link to " + u.Username + ": it works once, for 24 hours, and setting the new password through it ends everything again."
+		data := pageData{}
+		if u.ID != sess.User.ID {
+			data = s.pageData(sess, "")
+		} else {
+			what += " Your own session has ended too."
+		}
+		s.render(w, http.StatusOK, "link", linkPage{pageData: data, Title: "Password reset link for " + u.Username,
+			Link: s.cfg.Issuer + "/reset?token=" + tok, What: what})
 	default:
 		s.errorPage(w, http.StatusNotFound, "Unknown action", "The action must be disable, enable or reset.")
 	}
@@ -276,7 +284,8 @@ func (s *server) handleResetPage(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// handleReset sets the new password; every session of the user ends.
+// handleReset sets the new password; every session, grant, token, code and remembered
+// consent of the user ends with it (store.resetPassword).
 func (s *server) handleReset(w http.ResponseWriter, r *http.Request) {
 	f := r.PostForm
 	tok := f.Get("token")
@@ -304,8 +313,9 @@ func (s *server) handleReset(w http.ResponseWriter, r *http.Request) {
 	if !s.hashing(w, func() { h, err = hashPassword(pw, s.cfg.PasswordIter) }) {
 		return
 	}
+	var uid int64
 	if err == nil {
-		_, err = s.store.resetPassword(r.Context(), hashSecret(tok), h, s.now().Unix())
+		uid, err = s.store.resetPassword(r.Context(), hashSecret(tok), h, s.now().Unix())
 	}
 	if errors.Is(err, errNotFound) {
 		s.errorPage(w, http.StatusForbidden, "Link not valid", "This reset link was already used.")
@@ -314,6 +324,7 @@ func (s *server) handleReset(w http.ResponseWriter, r *http.Request) {
 		s.serverErrorPage(w, r, err)
 		return
 	}
-	s.log.Info("password reset through a link")
-	s.render(w, http.StatusOK, "message", messagePage{Title: "Password changed", Message: "Your password is changed and every session is signed out. Sign in with the new password."})
+	s.log.Info("password reset through a link; the user's sessions, grants, tokens and consents are ended", "user_id", uid)
+	s.render(w, http.StatusOK, "message", messagePage{Title: "Password changed", Message: "Your password is changed. Every session is signed out, " +
+		"and every application you had authorized has lost its access: its tokens are revoked and it must ask for your approval again. Sign in with the new password."})
 }

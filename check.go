@@ -197,9 +197,17 @@ func checkDeployment(ctx context.Context, hc *http.Client, raw, clientID, secret
 		}
 	}
 
-	// A round trip with a client, when one is given.
+	// A round trip with a client, when one is given. The secret goes only to endpoints under
+	// the URL given (same scheme and host): a discovery document answered by someone else (a
+	// proxy or host name gone wrong) must not collect it, nor an http endpoint of an https one.
 	if clientID == "" {
 		return out
+	}
+	for _, name := range []string{"token_endpoint", "introspection_endpoint", "revocation_endpoint"} {
+		if eu, err := url.Parse(endpoint(name)); err != nil || eu.Scheme != u.Scheme || !strings.EqualFold(eu.Host, u.Host) {
+			add("FAIL", "client: the %s %q is not under %s: the client secret is not sent there", name, endpoint(name), base)
+			return out
+		}
 	}
 	code, m, err := post(endpoint("token_endpoint"), url.Values{"grant_type": {"client_credentials"}}, clientID, secret)
 	tok, _ := m["access_token"].(string)

@@ -212,8 +212,9 @@ func (s *server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	now := s.now()
 	tok := bearer(r)
 	if mode == registrationOpen && tok == "" {
-		host := s.sourceKey(r)
-		if !s.registrations.take(host, now) {
+		// Counted before anything else is checked, in one step (concurrent requests cannot all
+		// pass the check first).
+		if !s.registrations.take(s.sourceKey(r), now) {
 			w.Header().Set("Retry-After", "3600")
 			writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": "slow_down", "error_description": "too many registrations from this address; try again later"})
 			return

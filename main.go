@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -138,7 +139,7 @@ func serveConfig(args []string, stderr io.Writer, getenv func(string) string) (c
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn or error")
 	fs.DurationVar(&cfg.TokenTTL, "token-ttl", cfg.TokenTTL, "access token lifetime (expires_in)")
 	fs.DurationVar(&cfg.RefreshTTL, "refresh-ttl", cfg.RefreshTTL, "refresh token lifetime")
-	fs.DurationVar(&cfg.RefreshGrace, "refresh-grace", cfg.RefreshGrace, "how long a just-rotated refresh token still returns the same successor")
+	fs.DurationVar(&cfg.RefreshGrace, "refresh-grace", cfg.RefreshGrace, "how long a just-rotated refresh token still returns the same successor (0: a replay always revokes)")
 	fs.DurationVar(&cfg.SessionTTL, "session-ttl", cfg.SessionTTL, "browser login session lifetime")
 	fs.DurationVar(&cfg.PurgeInterval, "purge-interval", cfg.PurgeInterval, "how often expired codes, tokens and sessions are deleted")
 	fs.StringVar(&cfg.Registration, "registration", cfg.Registration, "dynamic client registration: off, token (needs an initial access token) or open (public clients, rate-limited)")
@@ -228,7 +229,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ln net.Listener) e
 	}
 	srv := newHTTPServer(s.routes(), log, defaultLimits)
 	log.Info("oauthd listening", "issuer", s.cfg.Issuer, "addr", ln.Addr().String(), "db", cfg.DB)
-	for _, w := range configWarnings(s.cfg, ln.Addr().String()) {
+	for _, w := range append(configWarnings(s.cfg, ln.Addr().String()), fileModeWarnings(cfg.DB)...) {
 		log.Warn(w)
 	}
 	if n, err := st.countUsers(start); err != nil {
@@ -274,21 +275,28 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ln net.Listener) e
 // setupURLFile is where the first-run setup URL is written, next to the database.
 func setupURLFile(db string) string { return db + "-setup-url" }
 
-// writePrivate writes content to a file readable and writable only by this account.
+// writePrivate writes content to a file readable and writable only by this account. It writes
+// a new file (os.CreateTemp: 0600, O_EXCL) beside path and renames it over path, never writing
+// into a file that exists already: another account that created path beforehand, or keeps it
+// open, or put a symbolic link there, would otherwise read what is written (the setup URL
+// carries a token that creates the first administrator).
 func writePrivate(path, content string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
 	if err != nil {
 		return err
 	}
-	if err := f.Chmod(0o600); err != nil { // an existing file keeps its mode otherwise
-		f.Close()
-		return err
+	tmp := f.Name()
+	_, err = f.WriteString(content)
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	if _, err := f.WriteString(content); err != nil {
-		f.Close()
-		return err
+	if err == nil {
+		err = os.Rename(tmp, path)
 	}
-	return f.Close()
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
 }
 
 // httpLimits bound what one connection may take: a client that sends its headers or body
@@ -448,7 +456,7 @@ func runUser(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		if err := st.setPassword(ctx, name, h); err != nil {
 			return err
 		}
-		fmt.Fprintf(stderr, "password of %s changed; their sessions are ended\n", name)
+		fmt.Fprintf(stderr, "password of %s changed; their sessions, app authorizations (grants, tokens, codes, consents) and reset links are ended\n", name)
 		return nil
 	}
 }

@@ -777,7 +777,16 @@ func (s *server) issueCode(w http.ResponseWriter, r *http.Request, req authReque
 		ClientID: req.ClientID, UserID: sess.User.ID, RedirectURI: req.RedirectURI, RedirectGiven: req.RedirectGiven,
 		Scope: strings.Join(req.Scopes, " "), CodeChallenge: req.CodeChallenge, Nonce: req.Nonce,
 		AuthTime: sess.AuthTime, ExpiresAt: now.Add(s.cfg.CodeTTL).Unix(),
-	}, consent, now.Unix())
+	}, sess.Hash, consent, now.Unix())
+	switch {
+	case errors.Is(err, errSessionEnded):
+		s.errorPage(w, http.StatusForbidden, "Session ended", "You were signed out (or your password was changed) before this was recorded. Start again from the application.")
+		return
+	case errors.Is(err, errConsentWithdrawn):
+		s.log.Info("authorization refused: the consent was withdrawn meanwhile", "client_id", req.ClientID, "user", sess.User.Username)
+		http.Redirect(w, r, s.errorRedirect(req, errConsentRequired, "the user withdrew their approval of this application; ask again"), status)
+		return
+	}
 	if err != nil {
 		s.log.Error("storing an authorization code failed", "client_id", req.ClientID, "cause", err)
 		http.Redirect(w, r, s.errorRedirect(req, errTemporarilyUnavailable, "the server could not store the authorization; try again shortly"), status)
@@ -845,6 +854,28 @@ func (s *server) showConsent(w http.ResponseWriter, r *http.Request, c client, r
 	}{s.pageData(sess, "consent"), c, host, lines, tok})
 }
 
+// stillRegistered checks, when the user answers a consent page, that the client still exists
+// and still has the redirect URI the request was validated against: the page may have been
+// open for ten minutes, during which an administrator or the client's owner may have deleted
+// the client or removed a URI (a compromised one, say). Otherwise the answer is an error page
+// and nothing is sent anywhere.
+func (s *server) stillRegistered(w http.ResponseWriter, r *http.Request, req authRequest) bool {
+	c, err := s.store.lookupClient(r.Context(), req.ClientID)
+	if errors.Is(err, errNotFound) {
+		s.errorPage(w, http.StatusBadRequest, "Unknown application", "This application was removed while the page was open.")
+		return false
+	} else if err != nil {
+		s.serverErrorPage(w, r, err)
+		return false
+	}
+	if _, _, ok := matchRedirect(c.RedirectURIs, req.RedirectURI); !ok {
+		s.log.Info("consent refused: the redirect URI was unregistered while the page was open", "client_id", c.ID)
+		s.errorPage(w, http.StatusBadRequest, "Invalid redirect URI", "The application's redirect URI changed while the page was open. Start again from the application.")
+		return false
+	}
+	return true
+}
+
 // handleConsent takes the user's decision from the consent page.
 func (s *server) handleConsent(w http.ResponseWriter, r *http.Request) {
 	sess, ok := s.session(r)
@@ -869,9 +900,15 @@ func (s *server) handleConsent(w http.ResponseWriter, r *http.Request) {
 		s.serverErrorPage(w, r, err)
 		return
 	}
+	if req.DeviceHash == nil && !s.stillRegistered(w, r, req) {
+		return
+	}
 	if req.DeviceHash != nil {
-		err := s.store.decideDevice(r.Context(), req.DeviceHash, sess.User.ID, sess.AuthTime, decision == "allow", req.Scopes, s.now().Unix())
-		if errors.Is(err, errNotFound) {
+		err := s.store.decideDevice(r.Context(), req.DeviceHash, sess.Hash, sess.User.ID, sess.AuthTime, decision == "allow", req.Scopes, s.now().Unix())
+		if errors.Is(err, errSessionEnded) {
+			s.errorPage(w, http.StatusForbidden, "Session ended", "You were signed out (or your password was changed) before this was recorded. Start again on the device.")
+			return
+		} else if errors.Is(err, errNotFound) {
 			s.errorPage(w, http.StatusBadRequest, "Code expired", "The code from your device expired or was already used. Start again on the device.")
 			return
 		} else if err != nil {

@@ -11,11 +11,12 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 )
 
-// Operations: health check, configuration warnings, network file systems, backups.
+// Operations: health check, configuration and file-mode warnings, network file systems, backups.
 
 // handleHealthz answers whether the server can reach its database: 200 {"status":"ok"} or
 // 503 {"status":"unavailable"}. It says nothing else (no version, no counts, no paths).
@@ -92,6 +93,46 @@ func configWarnings(cfg config, listen string) []string {
 	return out
 }
 
+// fileModeWarnings are the startup warnings about database files that other accounts on the
+// machine may read or write: the keys table holds the ID token signing keys (PKCS #8) and the
+// users table every password hash, so such an account can forge ID tokens and copy the hashes
+// (the -wal file holds the same pages; a writable -shm lets it corrupt the database). oauthd
+// creates its files 0600; an existing file is the operator's, so it is named with the fix
+// rather than changed. A database directory that others may write (and not sticky) lets them
+// replace the files.
+func fileModeWarnings(dbPath string) []string {
+	if runtime.GOOS == "windows" { // no POSIX modes
+		return nil
+	}
+	var out []string
+	for _, p := range []string{dbPath, dbPath + "-wal", dbPath + "-shm"} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			continue
+		}
+		m := fi.Mode().Perm()
+		var what string
+		switch r, w := m&0o044 != 0, m&0o022 != 0; {
+		case r && w:
+			what = "readable and writable"
+		case r:
+			what = "readable"
+		case w:
+			what = "writable"
+		default:
+			continue
+		}
+		out = append(out, fmt.Sprintf("the database file %s is %s by other accounts (mode %04o): it holds the ID token signing keys and every password hash, "+
+			"so anyone who can read it can forge ID tokens; fix it with: chmod 600 %s", p, what, m, p))
+	}
+	dir := filepath.Dir(dbPath)
+	if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm()&0o002 != 0 && fi.Mode()&os.ModeSticky == 0 {
+		out = append(out, fmt.Sprintf("the database directory %s is writable by every account (mode %04o): anyone can replace the database files; fix it with: chmod o-w %s",
+			dir, fi.Mode().Perm(), dir))
+	}
+	return out
+}
+
 // isLoopbackName is true for localhost and loopback IP literals.
 func isLoopbackName(h string) bool {
 	return strings.EqualFold(h, "localhost") || isLoopbackHost(h)
@@ -131,23 +172,29 @@ func checkFS(cfg config, dbPath string) error {
 }
 
 // backup writes a consistent copy of the database at dbPath into dst with VACUUM INTO. It
-// works while the server runs (it is one read transaction); dst must not exist. The copy is
-// fsynced before backup returns; a failed copy is removed.
+// works while the server runs (it is one read transaction); dst must not exist. dst is
+// created first, empty and readable only by this account (O_EXCL: never an existing file,
+// never through a symbolic link), and VACUUM INTO fills it: SQLite would create it 0644 less
+// the umask, and a backup holds the signing keys and password hashes as the database does.
+// The copy is fsynced before backup returns; a failed copy is removed.
 func backup(ctx context.Context, dbPath, dst string) error {
 	if _, err := os.Stat(dbPath); err != nil {
 		return fmt.Errorf("database %s: %w", dbPath, err)
-	}
-	if _, err := os.Stat(dst); err == nil {
-		return fmt.Errorf("%s already exists; choose a new file name", dst)
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return err
 	}
 	abs, err := filepath.Abs(dst)
 	if err != nil {
 		return err
 	}
+	f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("%s already exists; choose a new file name", dst)
+	} else if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	f.Close()
 	db, err := sql.Open("sqlite", dsn(dbPath))
 	if err != nil {
+		os.Remove(abs)
 		return err
 	}
 	defer db.Close()
@@ -156,7 +203,7 @@ func backup(ctx context.Context, dbPath, dst string) error {
 		os.Remove(abs)
 		return fmt.Errorf("backup: %w", err)
 	}
-	f, err := os.Open(abs)
+	f, err = os.Open(abs)
 	if err == nil {
 		err = f.Sync()
 		f.Close()

@@ -414,7 +414,13 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	s.guard.users.reset(ukey)
 	s.guard.addrs.undo(fromKey)
-	if err := s.startSession(w, r, u); err != nil {
+	if err := s.startSession(w, r, u); errors.Is(err, errNotFound) {
+		// The password checked was replaced (a reset) or the account disabled meanwhile.
+		s.log.Info("login failed: the password changed during the sign-in", "user", u.Username, "from", from)
+		page.Error = "The password of this account was just changed, or the account disabled. Sign in again with the current password."
+		s.render(w, http.StatusUnauthorized, "login", page)
+		return
+	} else if err != nil {
 		s.serverErrorPage(w, r, err)
 		return
 	}
@@ -423,13 +429,15 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
-// startSession replaces any session of the browser with a new one for u (no fixation).
+// startSession replaces any session of the browser with a new one for u (no fixation). u is
+// as read when its password was checked: errNotFound when that password is no longer the
+// user's (see createSession).
 func (s *server) startSession(w http.ResponseWriter, r *http.Request, u user) error {
 	if old, ok := s.session(r); ok {
 		s.store.deleteSession(r.Context(), old.Hash)
 	}
 	tok, now := newSecret(), s.now()
-	if err := s.store.createSession(r.Context(), hashSecret(tok), u.ID, now.Unix(), now.Add(s.cfg.SessionTTL).Unix()); err != nil {
+	if err := s.store.createSession(r.Context(), hashSecret(tok), u, now.Unix(), now.Add(s.cfg.SessionTTL).Unix()); err != nil {
 		return err
 	}
 	s.setCookie(w, "oauthd_session", tok, int(s.cfg.SessionTTL/time.Second))

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -316,6 +318,7 @@ ALTER TABLE clients ADD COLUMN reg_grants TEXT NOT NULL DEFAULT '';             
 ALTER TABLE clients ADD COLUMN vetted INTEGER NOT NULL DEFAULT 0;                -- created by an administrator (CLI or admin on the pages)
 ALTER TABLE user_links ADD COLUMN email TEXT NOT NULL DEFAULT '';                -- verify: the address it verifies
 UPDATE clients SET vetted = 1 WHERE dynamic = 0 AND (owner_id IS NULL OR owner_id IN (SELECT id FROM users WHERE admin = 1));
+ALTER TABLE tokens ADD COLUMN rotated_ms INTEGER;                                -- refresh tokens: when it was exchanged, unix milliseconds (-refresh-grace to the millisecond)
 `,
 }
 
@@ -343,6 +346,9 @@ func dsnSync(path, sync string) string {
 func openStore(ctx context.Context, path string) (*store, error) {
 	if path == "" {
 		return nil, errors.New("database path is empty")
+	}
+	if err := createPrivate(path); err != nil {
+		return nil, fmt.Errorf("create database %s: %w", path, err)
 	}
 	db, err := sql.Open("sqlite", dsn(path))
 	if err != nil {
@@ -384,6 +390,22 @@ func openStore(ctx context.Context, path string) (*store, error) {
 		return err
 	}, &freshWatch{st: st})
 	return st, nil
+}
+
+// createPrivate creates a missing database file, empty (which SQLite takes as a new
+// database), readable and writable only by this account, before SQLite opens it: SQLite would
+// create it 0644 less the umask, and it gives the -wal and -shm files it makes the main file's
+// mode. The keys table holds the signing keys and the users table every password hash. An
+// existing file is left as it is (a loose one is warned about at start, fileModeWarnings).
+func createPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 // init checks the journal mode and runs the pending migrations, each in its own transaction.
@@ -631,14 +653,22 @@ func (st *store) deleteUser(ctx context.Context, name string) error {
 	return affected(st.exec(ctx, "DELETE FROM users WHERE username = ?", name))
 }
 
-// setPassword replaces a password hash and ends every session of the user.
+// setPassword replaces a password hash (`oauthd user passwd`) and, in the same transaction,
+// ends everything a reset link ends (resetAccess): sessions, grants with their tokens, codes,
+// device approvals, remembered consents, other reset links. A server running on the same
+// file sees it at its next request (the generation counter moves).
 func (st *store) setPassword(ctx context.Context, name, hash string) error {
+	defer st.cache.flush()
 	return st.tx(ctx, func(tx *sql.Tx) error {
-		if err := affected(st.txExec(ctx, tx, "UPDATE users SET password_hash = ? WHERE username = ?", hash, name)); err != nil {
+		var id int64
+		err := st.txRow(ctx, tx, "UPDATE users SET password_hash = ? WHERE username = ? RETURNING id", hash, name).Scan(&id)
+		if errors.Is(err, sql.ErrNoRows) {
+			return errNotFound
+		}
+		if err != nil {
 			return err
 		}
-		_, err := st.txExec(ctx, tx, "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = ?)", name)
-		return err
+		return st.endAccess(ctx, tx, id, resetAccess)
 	})
 }
 
@@ -805,9 +835,30 @@ type session struct {
 	AuthTime int64
 }
 
-func (st *store) createSession(ctx context.Context, hash []byte, userID, authTime, expires int64) error {
-	_, err := st.exec(ctx, "INSERT INTO sessions(hash, user_id, auth_time, expires_at) VALUES(?, ?, ?, ?)",
-		hash, userID, authTime, expires)
+// createSession starts a session for u, whose password was just checked against
+// u.PasswordHash. The row is written only while that is still the user's password and the
+// user is not disabled (errNotFound otherwise): a sign-in that checked the old password
+// while a reset (or a disabling) committed must not come out of it with a session.
+func (st *store) createSession(ctx context.Context, hash []byte, u user, authTime, expires int64) error {
+	return affected(st.exec(ctx, "INSERT INTO sessions(hash, user_id, auth_time, expires_at) SELECT ?, id, ?, ? FROM users WHERE id = ? AND password_hash = ? AND disabled = 0",
+		hash, authTime, expires, u.ID, u.PasswordHash))
+}
+
+// errSessionEnded: the session a decision was made in ended before it was recorded (sign-out,
+// password reset, disabled user, expiry).
+var errSessionEnded = errors.New("the session ended")
+
+// liveSession checks inside tx that the session with that cookie hash still exists for the
+// user (not expired, user not disabled), so that what a page decided in it is recorded only
+// if nothing ended it meanwhile: a password reset between the session check and the write
+// must win.
+func (st *store) liveSession(ctx context.Context, tx *sql.Tx, sessionHash []byte, userID, now int64) error {
+	var n int
+	err := st.txRow(ctx, tx, "SELECT count(*) FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.hash = ? AND s.user_id = ? AND s.expires_at > ? AND u.disabled = 0",
+		sessionHash, userID, now).Scan(&n)
+	if err == nil && n == 0 {
+		err = errSessionEnded
+	}
 	return err
 }
 

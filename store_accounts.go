@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"slices"
 )
 
 // setDisabled disables or enables a user; disabling ends their sessions and revokes every
@@ -19,14 +20,38 @@ func (st *store) setDisabled(ctx context.Context, name string, disabled bool) er
 		if err != nil || !disabled {
 			return err
 		}
-		for _, q := range []string{"DELETE FROM sessions WHERE user_id = ?", "DELETE FROM grants WHERE user_id = ?",
-			"DELETE FROM codes WHERE user_id = ?", "DELETE FROM device_codes WHERE user_id = ?"} {
-			if _, err := st.txExec(ctx, tx, q, id); err != nil {
-				return err
-			}
-		}
-		return nil
+		return st.endAccess(ctx, tx, id, userAccess)
 	})
+}
+
+// userAccess ends what lets a browser or an application act as a user: sessions (and with
+// them, ON DELETE CASCADE, their pending consent requests), grants (with every access and
+// refresh token), codes, and device authorizations the user approved that the device has
+// not collected yet.
+var userAccess = []string{"DELETE FROM sessions WHERE user_id = ?", "DELETE FROM grants WHERE user_id = ?",
+	"DELETE FROM codes WHERE user_id = ?", "DELETE FROM device_codes WHERE user_id = ?"}
+
+// resetAccess is userAccess and what a stolen password leaves behind to come back through:
+// remembered consents (an app the attacker authorized would get a new code without asking)
+// and the user's other reset links. A password reset runs it. For an administrator it also
+// voids every unused invitation and reset link: with the admin's password an attacker could
+// have made an admin invitation (a new admin account later) or a reset link for anyone, and
+// links do not record who made them.
+var resetAccess = append(slices.Clip(userAccess), "DELETE FROM consents WHERE user_id = ?",
+	"DELETE FROM user_links WHERE user_id = ? AND kind = 'reset'",
+	"DELETE FROM user_links WHERE EXISTS (SELECT 1 FROM users WHERE id = ? AND admin = 1)")
+
+// endAccess runs the statements qs for user id inside tx, and moves the generation counter so
+// that another process's caches (a server, when the CLI runs this) drop the user's tokens at
+// once. The caller flushes this process's caches after the commit.
+func (st *store) endAccess(ctx context.Context, tx *sql.Tx, id int64, qs []string) error {
+	for _, q := range qs {
+		if _, err := st.txExec(ctx, tx, q, id); err != nil {
+			return err
+		}
+	}
+	_, err := st.txExec(ctx, tx, "UPDATE generation SET n = n + 1")
+	return err
 }
 
 // userLink is a one-time invitation (kind "invite") or password reset (kind "reset") link.
@@ -35,17 +60,31 @@ type userLink struct {
 	UserID    int64  // reset: whose password
 	Admin     bool   // invite: the new user is an admin
 	Email     string // verify: the address it verifies; invite: where it was sent
+	EndAccess bool   // reset made by an administrator: end the user's access now, not only when it is used
 	ExpiresAt int64
 }
 
+// createLink stores a one-time link. A reset link is made because the password may be
+// known to someone else: making one already ends everything of the user that resetAccess
+// ends, earlier reset links included, in the same transaction.
 func (st *store) createLink(ctx context.Context, hash []byte, l userLink) error {
 	var uid any
 	if l.UserID != 0 {
 		uid = l.UserID
 	}
-	_, err := st.exec(ctx, "INSERT INTO user_links(hash, kind, user_id, admin, expires_at, email) VALUES(?, ?, ?, ?, ?, ?)",
-		hash, l.Kind, uid, l.Admin, l.ExpiresAt, l.Email)
-	return err
+	if l.EndAccess {
+		defer st.cache.flush()
+	}
+	return st.tx(ctx, func(tx *sql.Tx) error {
+		if l.EndAccess {
+			if err := st.endAccess(ctx, tx, l.UserID, resetAccess); err != nil {
+				return err
+			}
+		}
+		_, err := st.txExec(ctx, tx, "INSERT INTO user_links(hash, kind, user_id, admin, expires_at, email) VALUES(?, ?, ?, ?, ?, ?)",
+			hash, l.Kind, uid, l.Admin, l.ExpiresAt, l.Email)
+		return err
+	})
 }
 
 // verifyEmail uses a verification link: the account's email becomes verified if it is still
@@ -130,20 +169,22 @@ func (st *store) acceptInvite(ctx context.Context, hash []byte, u user, now int6
 	})
 }
 
-// resetPassword sets a new password through a reset link, ending the user's sessions.
+// resetPassword sets a new password through a reset link and, in the same transaction, ends
+// every session, grant, token, code, device approval and remembered consent of the user
+// (resetAccess): nothing an attacker did with the old password survives it.
 func (st *store) resetPassword(ctx context.Context, hash []byte, passwordHash string, now int64) (int64, error) {
 	var uid int64
+	defer st.cache.flush()
 	err := st.tx(ctx, func(tx *sql.Tx) error {
 		l, err := st.takeLink(ctx, tx, hash, "reset", now)
 		if err != nil {
 			return err
 		}
 		uid = l.UserID
-		if _, err := st.txExec(ctx, tx, "UPDATE users SET password_hash = ? WHERE id = ?", passwordHash, uid); err != nil {
+		if err := affected(st.txExec(ctx, tx, "UPDATE users SET password_hash = ? WHERE id = ?", passwordHash, uid)); err != nil {
 			return err
 		}
-		_, err = st.txExec(ctx, tx, "DELETE FROM sessions WHERE user_id = ?", uid)
-		return err
+		return st.endAccess(ctx, tx, uid, resetAccess)
 	})
 	return uid, err
 }

@@ -154,9 +154,14 @@ func (st *store) pendingDevice(ctx context.Context, userHash []byte, now int64) 
 }
 
 // decideDevice records the user's decision on a pending device authorization, once; an
-// approval is remembered as consent, so that it appears among the user's connections.
-func (st *store) decideDevice(ctx context.Context, hash []byte, userID, authTime int64, approve bool, scopes []string, now int64) error {
+// approval is remembered as consent, so that it appears among the user's connections. It is
+// recorded only while the session it was made in is live (errSessionEnded): a password reset
+// committed meanwhile wins.
+func (st *store) decideDevice(ctx context.Context, hash, sessionHash []byte, userID, authTime int64, approve bool, scopes []string, now int64) error {
 	return st.tx(ctx, func(tx *sql.Tx) error {
+		if err := st.liveSession(ctx, tx, sessionHash, userID, now); err != nil {
+			return err
+		}
 		status, clientID := deviceDenied, ""
 		if approve {
 			status = deviceApproved

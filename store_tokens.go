@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 )
@@ -23,11 +24,31 @@ type authCode struct {
 	ExpiresAt     int64
 }
 
+// errConsentWithdrawn: a code was about to be issued on a remembered consent that the user
+// revoked meanwhile.
+var errConsentWithdrawn = errors.New("the consent was withdrawn")
+
 // issueCode stores a code and, when the user approved on the consent page, the consent with it.
-func (st *store) issueCode(ctx context.Context, hash []byte, c authCode, consent []string, now int64) error {
+// In the same transaction it checks what the page checked before: the session the request was
+// made in is still live (errSessionEnded), and, without a new approval, the remembered consent
+// still covers the scope (errConsentWithdrawn). A reset, sign-out or revoked connection
+// committed in between wins instead of being followed by a fresh code.
+func (st *store) issueCode(ctx context.Context, hash []byte, c authCode, sessionHash []byte, consent []string, now int64) error {
 	return st.tx(ctx, func(tx *sql.Tx) error {
+		if err := st.liveSession(ctx, tx, sessionHash, c.UserID, now); err != nil {
+			return err
+		}
 		if consent != nil {
 			if err := st.addConsent(ctx, tx, c.UserID, c.ClientID, consent, now); err != nil {
+				return err
+			}
+		} else {
+			var approved string
+			err := st.txRow(ctx, tx, "SELECT scope FROM consents WHERE user_id = ? AND client_id = ?", c.UserID, c.ClientID).Scan(&approved)
+			if errors.Is(err, sql.ErrNoRows) || err == nil && !subset(strings.Fields(c.Scope), strings.Fields(approved)) {
+				return errConsentWithdrawn
+			}
+			if err != nil {
 				return err
 			}
 		}
@@ -196,14 +217,18 @@ type tokenInfo struct {
 	CreatedAt     int64
 	ExpiresAt     int64
 	Rotated       bool
-	RotatedAt     int64
+	RotatedMs     int64 // when a rotated token was exchanged, unix milliseconds
 	SuccessorHash []byte
 	SuccessorBlob []byte
 	AuthTime      int64
 	User          user
 }
 
-var tokenQuery = "SELECT t.kind, t.grant_id, g.client_id, t.scope, g.scope, t.created_at, t.expires_at, t.rotated_at, t.successor_hash, t.successor_blob, " +
+// rotatedMs is a refresh token's rotation time in unix milliseconds; a row rotated before
+// rotated_ms existed counts from the start of its second, so its grace is never longer.
+const rotatedMs = "coalesce(t.rotated_ms, t.rotated_at * 1000)"
+
+var tokenQuery = "SELECT t.kind, t.grant_id, g.client_id, t.scope, g.scope, t.created_at, t.expires_at, " + rotatedMs + ", t.successor_hash, t.successor_blob, " +
 	"g.auth_time, " + userColsU + " FROM tokens t JOIN grants g ON g.id = t.grant_id LEFT JOIN users u ON u.id = g.user_id WHERE t.hash = ?"
 
 func scanToken(row rowScanner) (tokenInfo, error) {
@@ -214,13 +239,13 @@ func scanToken(row rowScanner) (tokenInfo, error) {
 	if errors.Is(err, sql.ErrNoRows) {
 		return t, errNotFound
 	}
-	t.Rotated, t.RotatedAt = rotated.Valid, rotated.Int64
+	t.Rotated, t.RotatedMs = rotated.Valid, rotated.Int64
 	return t, err
 }
 
 // refreshQuery is the lean read of the token being rotated: it runs inside the serial
 // writer, so it leaves the user's profile out (only their id; issue loads more if needed).
-const refreshQuery = "SELECT t.kind, t.grant_id, g.client_id, t.scope, t.expires_at, t.rotated_at, t.successor_hash, t.successor_blob, " +
+const refreshQuery = "SELECT t.kind, t.grant_id, g.client_id, t.scope, t.expires_at, " + rotatedMs + ", t.successor_hash, t.successor_blob, " +
 	"g.auth_time, coalesce(g.user_id, 0) FROM tokens t JOIN grants g ON g.id = t.grant_id WHERE t.hash = ?"
 
 func scanRefresh(row rowScanner) (tokenInfo, error) {
@@ -230,7 +255,7 @@ func scanRefresh(row rowScanner) (tokenInfo, error) {
 	if errors.Is(err, sql.ErrNoRows) {
 		return t, errNotFound
 	}
-	t.Rotated, t.RotatedAt = rotated.Valid, rotated.Int64
+	t.Rotated, t.RotatedMs = rotated.Valid, rotated.Int64
 	return t, err
 }
 
@@ -247,10 +272,12 @@ type refreshResult struct {
 }
 
 // rotateRefresh exchanges a refresh token (RFC 6749 §6) for the pair issue makes, in one
-// write transaction. The
-// old token is marked rotated and keeps the sealed successor; presenting it again within grace
-// returns that successor, later it revokes the whole grant (errRefreshReused, committed).
-func (st *store) rotateRefresh(ctx context.Context, hash []byte, clientID string, now, grace int64, issue func(tokenInfo) (tokenPair, []byte, error)) (refreshResult, error) {
+// write transaction. The old token is marked rotated (to the millisecond) and keeps the
+// sealed successor; presenting it again less than grace later returns that successor, from
+// grace on it revokes the whole grant (errRefreshReused, committed): a grace of 0 revokes on
+// every replay.
+func (st *store) rotateRefresh(ctx context.Context, hash []byte, clientID string, at time.Time, grace time.Duration, issue func(tokenInfo) (tokenPair, []byte, error)) (refreshResult, error) {
+	now, nowMs, graceMs := at.Unix(), at.UnixMilli(), grace.Milliseconds()
 	var res refreshResult
 	var revoked int64
 	rotated := false
@@ -278,8 +305,8 @@ func (st *store) rotateRefresh(ctx context.Context, hash []byte, clientID string
 	err = st.tx(ctx, func(tx *sql.Tx) error {
 		revoked, rotated = 0, false
 		if pre.ok {
-			r, err := st.txExec(ctx, tx, "UPDATE tokens SET rotated_at = ?, successor_hash = ?, successor_blob = ? WHERE hash = ? AND rotated_at IS NULL",
-				now, pre.pair.Refresh.Hash, pre.sealed, hash)
+			r, err := st.txExec(ctx, tx, "UPDATE tokens SET rotated_at = ?, rotated_ms = ?, successor_hash = ?, successor_blob = ? WHERE hash = ? AND rotated_at IS NULL",
+				now, nowMs, pre.pair.Refresh.Hash, pre.sealed, hash)
 			if err != nil {
 				return err
 			}
@@ -307,7 +334,9 @@ func (st *store) rotateRefresh(ctx context.Context, hash []byte, clientID string
 			return errExpired
 		}
 		if t.Rotated {
-			if now-t.RotatedAt <= grace && t.SuccessorBlob != nil {
+			// Strictly within the grace, to the millisecond: a replay at exactly grace (or
+			// at once, with a grace of 0) revokes.
+			if nowMs-t.RotatedMs < graceMs && t.SuccessorBlob != nil {
 				var live int
 				err := st.txRow(ctx, tx, "SELECT count(*) FROM tokens WHERE hash = ? AND rotated_at IS NULL AND expires_at > ?",
 					t.SuccessorHash, now).Scan(&live)
@@ -329,8 +358,8 @@ func (st *store) rotateRefresh(ctx context.Context, hash []byte, clientID string
 		if err != nil {
 			return err
 		}
-		if _, err := st.txExec(ctx, tx, "UPDATE tokens SET rotated_at = ?, successor_hash = ?, successor_blob = ? WHERE hash = ?",
-			now, pair.Refresh.Hash, sealed, hash); err != nil {
+		if _, err := st.txExec(ctx, tx, "UPDATE tokens SET rotated_at = ?, rotated_ms = ?, successor_hash = ?, successor_blob = ? WHERE hash = ?",
+			now, nowMs, pair.Refresh.Hash, sealed, hash); err != nil {
 			return err
 		}
 		if err := st.touchConsent(ctx, tx, t.User.ID, t.ClientID, now); err != nil {
@@ -395,7 +424,7 @@ func (st *store) purge(ctx context.Context, now time.Time, grace time.Duration) 
 			{"DELETE FROM device_codes WHERE expires_at <= ?", []any{n}},
 			{"DELETE FROM user_links WHERE expires_at <= ?", []any{n}},
 			{"DELETE FROM registration_tokens WHERE expires_at <= ? OR uses_left <= 0", []any{n}},
-			{"UPDATE tokens SET successor_blob = NULL WHERE successor_blob IS NOT NULL AND rotated_at < ?", []any{n - int64(grace/time.Second)}},
+			{"UPDATE tokens SET successor_blob = NULL WHERE successor_blob IS NOT NULL AND coalesce(rotated_ms, rotated_at * 1000) <= ?", []any{now.UnixMilli() - grace.Milliseconds()}},
 			{"DELETE FROM grants WHERE NOT EXISTS (SELECT 1 FROM tokens WHERE grant_id = grants.id) AND NOT EXISTS (SELECT 1 FROM codes WHERE grant_id = grants.id)", nil},
 		} {
 			res, err := st.txExec(ctx, tx, q.sql, q.args...)

@@ -413,7 +413,7 @@ func (s *server) handleRefreshTokenGrant(w http.ResponseWriter, r *http.Request,
 			Scope: resp.Scope, ExpiresAt: pair.Access.ExpiresAt})
 		return pair, sealed, nil
 	}
-	res, err := s.store.rotateRefresh(r.Context(), tokenKey(rt), c.ID, now.Unix(), int64(s.cfg.RefreshGrace/time.Second), issue)
+	res, err := s.store.rotateRefresh(r.Context(), tokenKey(rt), c.ID, now, s.cfg.RefreshGrace, issue)
 	switch {
 	case errors.Is(err, errNotFound), errors.Is(err, errWrongClient):
 		s.writeError(w, r, oerr(errInvalidGrant, "unknown refresh token, or one issued to another client"))
