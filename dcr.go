@@ -328,6 +328,7 @@ func (s *server) handleRegistrationPut(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, oe)
 		return
 	}
+	oldURIs := slices.Clone(c.RedirectURIs)
 	if err := sp.apply(&c); err != nil {
 		s.writeError(w, r, specErrorToOAuth(err))
 		return
@@ -335,6 +336,14 @@ func (s *server) handleRegistrationPut(w http.ResponseWriter, r *http.Request) {
 	if err := s.store.updateClient(r.Context(), c); err != nil {
 		s.writeError(w, r, err)
 		return
+	}
+	// Users approved the app for the URIs it had: a new one must be approved again, or codes
+	// would go silently to where an attacker who took the registration token points them.
+	if !slices.Equal(oldURIs, c.RedirectURIs) {
+		if _, err := s.store.exec(r.Context(), "DELETE FROM consents WHERE client_id = ?", c.ID); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
 	}
 	s.log.Info("client updated through its registration endpoint", "client_id", c.ID)
 	writeJSON(w, http.StatusOK, s.metadataOf(c))

@@ -607,9 +607,10 @@ func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	sess, signedIn := s.session(r)
 	fail := func(code, desc string) {
 		s.log.Info("authorization refused", "client_id", c.ID, "error", code, "description", desc)
-		if !c.Vetted && !signedIn {
+		if !c.Vetted && !s.approvedBy(r, sess, signedIn, c.ID) {
 			// RFC 9700 §4.11.2: a client nobody vetted could have registered any redirect URI;
-			// an error redirect would bounce an anonymous visitor there, so show the error.
+			// an error redirect would bounce a visitor there, so show the error unless the
+			// signed-in user already approved that client.
 			s.errorPage(w, http.StatusBadRequest, "Request refused", "The application "+c.Name+" sent a request this server refuses: "+desc+" ("+code+").")
 			return
 		}
@@ -748,6 +749,16 @@ func (s *server) redirectURIError(w http.ResponseWriter, r *http.Request, c clie
 		page.Registered = c.RedirectURIs
 	}
 	s.render(w, http.StatusBadRequest, "redirect_error", page)
+}
+
+// approvedBy reports whether the signed-in user has approved the client before (a consent
+// is remembered): only then may an error about an unvetted client go back to it.
+func (s *server) approvedBy(r *http.Request, sess session, signedIn bool, clientID string) bool {
+	if !signedIn {
+		return false
+	}
+	_, err := s.store.consentScopes(r.Context(), sess.User.ID, clientID)
+	return err == nil
 }
 
 // validChallenge checks the form of an S256 code_challenge (RFC 7636 §4.2).

@@ -470,6 +470,7 @@ func TestAuditFindings(t *testing.T) {
 		}
 		evil := testClient{}
 		evil.client, _ = ts.s.store.clientByID(context.Background(), str(r.JSON["client_id"]))
+		rat := str(r.JSON["registration_access_token"])
 		anon := ts.browser("", "")
 		for name, q := range map[string]url.Values{
 			"bad response_type": {"client_id": {evil.ID}, "redirect_uri": {"https://evil.example/cb"}, "response_type": {"token"}},
@@ -484,14 +485,34 @@ func TestAuditFindings(t *testing.T) {
 				t.Fatalf("%s for an anonymous visitor = %d Location %q; want the 400 error page", name, p.StatusCode, p.Header.Get("Location"))
 			}
 		}
-		// A signed-in user's errors still go back to the app (it is the user's own request).
+		// Signed in but never approved that app: still the page (a link is as easy to send to
+		// a signed-in user as to an anonymous one). Once approved, errors go back to it.
 		b := ts.browser("alice", "correct horse battery")
 		b.login()
 		q := codeRequest(evil, nil)
 		q.Set("scope", "openid admin")
-		if p := b.get("/oauth/authorize?" + q.Encode()); p.StatusCode != http.StatusFound || !strings.HasPrefix(p.Header.Get("Location"), "https://evil.example/cb?error=invalid_scope") {
-			t.Fatalf("an error for a signed-in user = %d %q", p.StatusCode, p.Header.Get("Location"))
+		if p := b.get("/oauth/authorize?" + q.Encode()); p.StatusCode != http.StatusBadRequest || p.Header.Get("Location") != "" {
+			t.Fatalf("an error for a signed-in user who never approved the app = %d %q", p.StatusCode, p.Header.Get("Location"))
 		}
+		ok := codeRequest(evil, nil)
+		ok.Set("scope", "openid")
+		b.authorize(ok, "allow")
+		if p := b.get("/oauth/authorize?" + q.Encode()); p.StatusCode != http.StatusFound || !strings.HasPrefix(p.Header.Get("Location"), "https://evil.example/cb?error=invalid_scope") {
+			t.Fatalf("an error for a user who approved the app = %d %q", p.StatusCode, p.Header.Get("Location"))
+		}
+		// An RFC 7592 PUT that moves the redirect URIs forgets the users' approvals.
+		au, _ := ts.s.store.userByName(context.Background(), "alice")
+		aliceID := au.ID
+		ok.Set("redirect_uri", "https://evil.example/cb")
+		if got := str(ts.postJSON("PUT", "/oauth/register/"+evil.ID, rat, map[string]any{"client_id": evil.ID, "client_name": "evil",
+			"redirect_uris": []string{"https://evil.example/other"}, "token_endpoint_auth_method": "none", "scope": "openid"}).JSON["client_id"]); got != evil.ID {
+			t.Fatal("PUT failed")
+		}
+		if _, err := ts.s.store.consentScopes(context.Background(), aliceID, evil.ID); err == nil {
+			t.Error("consents survive a change of redirect URIs")
+		}
+		ts.postJSON("PUT", "/oauth/register/"+evil.ID, rat, map[string]any{"client_id": evil.ID, "client_name": "evil",
+			"redirect_uris": []string{"https://evil.example/cb"}, "post_logout_redirect_uris": []string{"https://evil.example/"}, "token_endpoint_auth_method": "none", "scope": "openid"})
 		// Logout: without a hint the signed-out page offers a link, naming the host.
 		p := anon.get("/oauth/logout?client_id=" + url.QueryEscape(evil.ID) + "&post_logout_redirect_uri=" + url.QueryEscape("https://evil.example/"))
 		if p.StatusCode != http.StatusOK || p.Header.Get("Location") != "" || !strings.Contains(p.Body, `href="https://evil.example/"`) || !strings.Contains(p.Body, "Continue to evil.example") {
