@@ -219,6 +219,8 @@ func (s *server) routes() http.Handler {
 	mux.Handle("POST /device", s.form(s.handleDevice))
 	mux.HandleFunc("GET /account", s.handleAccountPage)
 	mux.Handle("POST /account", s.form(s.handleAccount))
+	mux.Handle("POST /account/password", s.form(s.handleAccountPassword))
+	mux.Handle("POST /account/sessions", s.form(s.handleAccountSessions))
 	mux.HandleFunc("GET /static/logo", s.handleLogo)
 	mux.HandleFunc("GET /static/{name}", s.handleStatic)
 	mux.HandleFunc("GET /favicon.ico", s.handleFavicon)

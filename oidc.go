@@ -227,6 +227,7 @@ func (s *server) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 type accountPage struct {
 	pageData
 	Username, Name, Email, Error string
+	Sessions                     []sessionInfo
 	EmailVerified                bool
 	LogoutCSRF                   string
 }
@@ -238,11 +239,24 @@ func (s *server) handleAccountPage(w http.ResponseWriter, r *http.Request) {
 		s.redirectToLogin(w, r, "/account", "")
 		return
 	}
+	s.renderAccount(w, r, sess, http.StatusOK, "")
+}
+
+// renderAccount shows the account page: profile, password, sessions; with errMsg, the reason a
+// form was refused.
+func (s *server) renderAccount(w http.ResponseWriter, r *http.Request, sess session, status int, errMsg string) {
 	u := sess.User
 	page := accountPage{pageData: s.pageData(sess, "account"), Username: u.Username, Name: u.Name,
-		Email: u.Email, EmailVerified: u.EmailVerified, LogoutCSRF: s.csrfToken(sess.Hash, "logout")}
-	page.Notice = s.takeNotice(w, r)
-	s.render(w, http.StatusOK, "account", page)
+		Email: u.Email, EmailVerified: u.EmailVerified, LogoutCSRF: s.csrfToken(sess.Hash, "logout"), Error: errMsg}
+	if errMsg == "" {
+		page.Notice = s.takeNotice(w, r)
+	}
+	var err error
+	if page.Sessions, err = s.store.listSessions(r.Context(), u.ID, s.now().Unix(), sess.Hash); err != nil {
+		s.serverErrorPage(w, r, err)
+		return
+	}
+	s.render(w, status, "account", page)
 }
 
 // handleAccount saves name and email; a changed email is no longer verified.

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -656,5 +657,84 @@ func TestMigrationV1toV2(t *testing.T) {
 	c, err2 := st.clientByID(context.Background(), "c-1")
 	if err != nil || err2 != nil || u.Sub != "s-1" || u.Name != "" || c.IDTokenAlg != "RS256" || len(c.PostLogoutURIs) != 0 {
 		t.Fatalf("after upgrade: user %+v (%v), client %+v (%v)", u, err, c, err2)
+	}
+}
+
+// TestAccountSelfService: the password change (current password required; other sessions
+// end; the box, checked by default, revokes every app) and the sessions list with its buttons.
+func TestAccountSelfService(t *testing.T) {
+	ts := newTestServer(t)
+	ts.addUser("alice", "correct horse battery")
+	c := ts.addClient(false, "read", "https://app.example/cb")
+	b, other := ts.browser("alice", "correct horse battery"), ts.browser("alice", "correct horse battery")
+	b.login()
+	other.login()
+	code, ver := b.getCode(c)
+	tok := ts.exchange(c, code, ver)
+	ap := b.get("/account")
+	if !strings.Contains(ap.Body, "Where you are signed in") || strings.Count(ap.Body, `name="session"`) != 2 || !strings.Contains(ap.Body, "127.0.0.1") || !strings.Contains(ap.Body, "(this one)") {
+		t.Fatalf("the sessions list: %s", ap.Body)
+	}
+	if !strings.Contains(ap.Body, `name="revoke_apps" checked`) {
+		t.Error("the revoke-apps box is not checked by default")
+	}
+	csrf := hidden(ap.Body, "csrf_token")
+	change := func(cur, nw string, apps bool) page {
+		f := url.Values{"csrf_token": {csrf}, "current_password": {cur}, "new_password": {nw}, "new_password2": {nw}}
+		if apps {
+			f.Set("revoke_apps", "on")
+		}
+		return b.post("/account/password", f)
+	}
+	if p := change("wrong", "a new long password", true); p.StatusCode != http.StatusUnauthorized || !strings.Contains(p.Body, "current password is wrong") {
+		t.Fatalf("a wrong current password = %d", p.StatusCode)
+	}
+	if p := change("correct horse battery", "a new long password", false); p.StatusCode != http.StatusSeeOther {
+		t.Fatalf("change = %d %s", p.StatusCode, p.Body)
+	}
+	if !strings.Contains(b.get("/account").Body, "Your password is changed") || strings.Contains(other.get("/").Body, "Signed in") {
+		t.Error("after the change: no notice, or the other session still signed in")
+	}
+	if !ts.active(c, str(tok.JSON["access_token"])) {
+		t.Error("an unchecked box revoked the apps")
+	}
+	if p := change("a new long password", "a third long password", true); p.StatusCode != http.StatusSeeOther {
+		t.Fatalf("second change = %d", p.StatusCode)
+	}
+	if ts.active(c, str(tok.JSON["access_token"])) || ts.active(c, str(tok.JSON["refresh_token"])) {
+		t.Error("the checked box left an app's tokens active")
+	}
+	if p := ts.browser("alice", "a third long password").login(); p.StatusCode != http.StatusSeeOther {
+		t.Errorf("sign-in with the new password = %d", p.StatusCode)
+	}
+	// End a session; end all others; end the current one.
+	third := ts.browser("alice", "a third long password")
+	third.login()
+	ap = b.get("/account")
+	if p := b.post("/account/sessions", url.Values{"csrf_token": {hidden(ap.Body, "csrf_token")}, "all": {"others"}}); p.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign out everywhere else = %d", p.StatusCode)
+	}
+	if strings.Contains(third.get("/").Body, "Signed in") {
+		t.Error("another session survived 'sign out everywhere else'")
+	}
+	ap = b.get("/account")
+	id := regexp.MustCompile(`name="session" value="([0-9a-f]{16})"`).FindStringSubmatch(ap.Body)
+	if id == nil {
+		t.Fatal("no session id on the page")
+	}
+	if p := b.post("/account/sessions", url.Values{"csrf_token": {hidden(ap.Body, "csrf_token")}, "session": {id[1]}}); p.StatusCode != http.StatusSeeOther || p.Header.Get("Location") != "/login" {
+		t.Fatalf("end the current session = %d %q", p.StatusCode, p.Header.Get("Location"))
+	}
+	if strings.Contains(b.get("/").Body, "Signed in") {
+		t.Error("the ended current session still works")
+	}
+	for ua, want := range map[string]string{
+		"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0":                                                    "Firefox on Linux",
+		"Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/604.1": "Safari on iPhone",
+		"": "unknown browser",
+	} {
+		if got := browserName(ua); got != want {
+			t.Errorf("browserName(%q) = %q; want %q", ua, got, want)
+		}
 	}
 }

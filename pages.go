@@ -437,7 +437,7 @@ func (s *server) startSession(w http.ResponseWriter, r *http.Request, u user) er
 		s.store.deleteSession(r.Context(), old.Hash)
 	}
 	tok, now := newSecret(), s.now()
-	if err := s.store.createSession(r.Context(), hashSecret(tok), u, now.Unix(), now.Add(s.cfg.SessionTTL).Unix()); err != nil {
+	if err := s.store.createSession(r.Context(), hashSecret(tok), u, now.Unix(), now.Add(s.cfg.SessionTTL).Unix(), s.sourceAddr(r), r.UserAgent()); err != nil {
 		return err
 	}
 	s.setCookie(w, "oauthd_session", tok, int(s.cfg.SessionTTL/time.Second))

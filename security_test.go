@@ -962,7 +962,7 @@ func TestAuditResetRaces(t *testing.T) {
 	alice, _ = ts.s.store.userByName(ctx, "alice")
 	newSession := func() []byte {
 		h := hashSecret(newSecret())
-		if err := ts.s.store.createSession(ctx, h, alice, 1, ts.clock.Now().Add(time.Hour).Unix()); err != nil {
+		if err := ts.s.store.createSession(ctx, h, alice, 1, ts.clock.Now().Add(time.Hour).Unix(), "", ""); err != nil {
 			t.Fatal(err)
 		}
 		return h

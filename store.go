@@ -318,6 +318,9 @@ ALTER TABLE clients ADD COLUMN reg_grants TEXT NOT NULL DEFAULT '';             
 ALTER TABLE clients ADD COLUMN vetted INTEGER NOT NULL DEFAULT 0;                -- created by an administrator (CLI or admin on the pages)
 ALTER TABLE user_links ADD COLUMN email TEXT NOT NULL DEFAULT '';                -- verify: the address it verifies
 UPDATE clients SET vetted = 1 WHERE dynamic = 0 AND (owner_id IS NULL OR owner_id IN (SELECT id FROM users WHERE admin = 1));
+ALTER TABLE sessions ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0;            -- when it started (the account page lists sessions)
+ALTER TABLE sessions ADD COLUMN ip TEXT NOT NULL DEFAULT '';                     -- the address it started from
+ALTER TABLE sessions ADD COLUMN user_agent TEXT NOT NULL DEFAULT '';             -- the browser it started in (at most 300 bytes)
 ALTER TABLE tokens ADD COLUMN rotated_ms INTEGER;                                -- refresh tokens: when it was exchanged, unix milliseconds (-refresh-grace to the millisecond)
 `,
 }
@@ -839,9 +842,12 @@ type session struct {
 // u.PasswordHash. The row is written only while that is still the user's password and the
 // user is not disabled (errNotFound otherwise): a sign-in that checked the old password
 // while a reset (or a disabling) committed must not come out of it with a session.
-func (st *store) createSession(ctx context.Context, hash []byte, u user, authTime, expires int64) error {
-	return affected(st.exec(ctx, "INSERT INTO sessions(hash, user_id, auth_time, expires_at) SELECT ?, id, ?, ? FROM users WHERE id = ? AND password_hash = ? AND disabled = 0",
-		hash, authTime, expires, u.ID, u.PasswordHash))
+func (st *store) createSession(ctx context.Context, hash []byte, u user, authTime, expires int64, ip, ua string) error {
+	if len(ua) > 300 {
+		ua = ua[:300]
+	}
+	return affected(st.exec(ctx, "INSERT INTO sessions(hash, user_id, auth_time, expires_at, created_at, ip, user_agent) SELECT ?, id, ?, ?, ?, ?, ? FROM users WHERE id = ? AND password_hash = ? AND disabled = 0",
+		hash, authTime, expires, authTime, ip, ua, u.ID, u.PasswordHash))
 }
 
 // errSessionEnded: the session a decision was made in ended before it was recorded (sign-out,
