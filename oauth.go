@@ -669,6 +669,19 @@ func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		s.redirectToLogin(w, r, next, q.Get("login_hint"))
 		return
 	}
+	// Per-app access (groups.go): an outsider gets no consent, code or token.
+	if slices.Contains(prompt, "none") && len(c.AllowGroups) > 0 {
+		if ok, err := s.mayUse(r.Context(), sess.User, c); err != nil {
+			s.serverErrorPage(w, r, err)
+			return
+		} else if !ok {
+			fail(errAccessDenied, "the user is not in any group allowed to use this application")
+			return
+		}
+	}
+	if s.refuseOutsider(w, r, c, req, sess) {
+		return
+	}
 	approved, err := s.store.consentScopes(r.Context(), sess.User.ID, c.ID)
 	if err != nil && !errors.Is(err, errNotFound) {
 		s.serverErrorPage(w, r, err)
@@ -734,6 +747,7 @@ var scopeWords = map[string]string{
 	"profile":        "See your name and username",
 	"email":          "See your email address",
 	"offline_access": "Keep access while you are not using it",
+	"groups":         "See which groups you belong to",
 }
 
 // showConsent renders the consent page for a validated request. The request is kept
@@ -786,6 +800,17 @@ func (s *server) handleConsent(w http.ResponseWriter, r *http.Request) {
 	} else if err != nil {
 		s.serverErrorPage(w, r, err)
 		return
+	}
+	if decision == "allow" {
+		// The user may have left the app's groups since the page was shown.
+		c, err := s.store.lookupClient(r.Context(), req.ClientID)
+		if err != nil {
+			s.serverErrorPage(w, r, err)
+			return
+		}
+		if s.refuseOutsider(w, r, c, req, sess) {
+			return
+		}
 	}
 	if req.DeviceHash != nil {
 		err := s.store.decideDevice(r.Context(), req.DeviceHash, sess.User.ID, sess.AuthTime, decision == "allow", req.Scopes, s.now().Unix())

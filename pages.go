@@ -31,7 +31,8 @@ func parsePages() map[string]*template.Template {
 	pages := map[string]*template.Template{}
 	funcs := template.FuncMap{"date": date, "join": strings.Join}
 	for _, name := range []string{"login", "consent", "error", "newaccount", "home", "account", "logout", "message", "device",
-		"client_form", "clients", "client_secret", "client_delete", "connections", "admin_users", "link", "reset"} {
+		"client_form", "clients", "client_secret", "client_delete", "connections", "admin_users", "link", "reset",
+		"groups_noaccess"} {
 		pages[name] = template.Must(template.New("base.html").Funcs(funcs).ParseFS(templateFS, "templates/base.html", "templates/"+name+".html"))
 	}
 	return pages
