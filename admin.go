@@ -16,6 +16,7 @@ const (
 type adminPage struct {
 	pageData
 	Users         []user
+	Groups        map[int64][]string // each user's groups (groups.go)
 	Error, Notice string
 }
 
@@ -45,11 +46,15 @@ func (s *server) requireAdmin(w http.ResponseWriter, r *http.Request) (session, 
 // renderAdmin shows the users page with a message.
 func (s *server) renderAdmin(w http.ResponseWriter, r *http.Request, sess session, status int, errMsg, notice string) {
 	users, err := s.store.listUsers(r.Context())
+	var groups map[int64][]string
+	if err == nil {
+		groups, err = s.store.groupsByUser(r.Context())
+	}
 	if err != nil {
 		s.serverErrorPage(w, r, err)
 		return
 	}
-	s.render(w, status, "admin_users", adminPage{pageData: s.pageData(sess, "admin"), Users: users, Error: errMsg, Notice: notice})
+	s.render(w, status, "admin_users", adminPage{pageData: s.pageData(sess, "admin"), Users: users, Groups: groups, Error: errMsg, Notice: notice})
 }
 
 // handleAdminUsers lists users with the administrator's actions.

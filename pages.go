@@ -32,7 +32,7 @@ func parsePages() map[string]*template.Template {
 	funcs := template.FuncMap{"date": date, "join": strings.Join}
 	for _, name := range []string{"login", "consent", "error", "newaccount", "home", "account", "logout", "message", "device",
 		"client_form", "clients", "client_secret", "client_delete", "connections", "admin_users", "link", "reset",
-		"groups_noaccess"} {
+		"groups", "groups_edit", "groups_delete", "groups_noaccess", "admin_user"} {
 		pages[name] = template.Must(template.New("base.html").Funcs(funcs).ParseFS(templateFS, "templates/base.html", "templates/"+name+".html"))
 	}
 	return pages
