@@ -18,6 +18,7 @@ const (
 type adminPage struct {
 	pageData
 	Users         []user
+	Groups        map[int64][]string // each user's groups (groups.go)
 	Error, Notice string
 	Mail          bool // invitations can be mailed
 }
@@ -52,11 +53,15 @@ func (s *server) renderAdmin(w http.ResponseWriter, r *http.Request, sess sessio
 		notice = s.takeNotice(w, r)
 	}
 	users, err := s.store.listUsers(r.Context())
+	var groups map[int64][]string
+	if err == nil {
+		groups, err = s.store.groupsByUser(r.Context())
+	}
 	if err != nil {
 		s.serverErrorPage(w, r, err)
 		return
 	}
-	s.render(w, status, "admin_users", adminPage{pageData: s.pageData(sess, "admin"), Users: users, Error: errMsg, Notice: notice, Mail: s.mail != nil})
+	s.render(w, status, "admin_users", adminPage{pageData: s.pageData(sess, "admin"), Users: users, Groups: groups, Error: errMsg, Notice: notice, Mail: s.mail != nil})
 }
 
 // handleAdminUsers lists users with the administrator's actions.

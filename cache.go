@@ -8,7 +8,8 @@ import (
 	"sync"
 )
 
-// cache keeps clients and recently seen access tokens in memory. Correctness rules:
+// cache keeps clients, recently seen access tokens, and users' groups and claims in memory.
+// Correctness rules:
 //   - Every change this process makes (revocation, rotation, grant deletion) invalidates
 //     synchronously, after its transaction committed and before the response is written.
 //   - Changes made by another process (the CLI on the same file) bump a generation counter
@@ -26,13 +27,14 @@ type cache struct {
 	clients map[string]client
 	tokens  map[string]tokenInfo // by token hash
 	max     int                  // bound on tokens
+	access  map[int64]userGroups // a user's groups and custom claims, by user id (store_groups.go)
 }
 
 // maxCachedTokens bounds the token cache (a few MB at most).
 const maxCachedTokens = 10_000
 
 func newCache() *cache {
-	return &cache{clients: map[string]client{}, tokens: map[string]tokenInfo{}, max: maxCachedTokens}
+	return &cache{clients: map[string]client{}, tokens: map[string]tokenInfo{}, max: maxCachedTokens, access: map[int64]userGroups{}}
 }
 
 // flush drops everything.
@@ -41,6 +43,7 @@ func (c *cache) flush() {
 	c.epoch++
 	clear(c.clients)
 	clear(c.tokens)
+	clear(c.access)
 	c.mu.Unlock()
 }
 
@@ -79,6 +82,7 @@ func (c *cache) generation(n int64) {
 		c.epoch++
 		clear(c.clients)
 		clear(c.tokens)
+		clear(c.access)
 		c.gen = n
 	}
 	c.mu.Unlock()

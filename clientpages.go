@@ -33,7 +33,10 @@ type clientForm struct {
 	Scope, LogoURI, ClientURI, Error    string
 	PostLogoutURIs                      string // one per line
 	Public, AlwaysRefresh               bool
-	Code, ClientCredentials, Device     bool // the grants ticked
+	Code, ClientCredentials, Device     bool          // the grants ticked
+	GroupsShown                         bool          // an administrator: the allow-list can be edited
+	Groups                              []groupChoice // the allow-list as checkboxes (groups_admin.go)
+	AllowGroups                         []string      // the allow-list, shown to a non-admin owner
 }
 
 // errNoGrant is a register/edit form with no grant ticked.
@@ -94,7 +97,11 @@ func (s *server) handleClientRegisterPage(w http.ResponseWriter, r *http.Request
 	if !s.userAppsAllowed(w, sess) {
 		return
 	}
-	s.render(w, http.StatusOK, "client_form", clientForm{pageData: s.pageData(sess, "client"), Code: true})
+	page := clientForm{pageData: s.pageData(sess, "client"), Code: true}
+	if !s.withGroups(w, r, sess, &page, nil) {
+		return
+	}
+	s.render(w, http.StatusOK, "client_form", page)
 }
 
 // formSpec reads the register/edit form into a client registration.
@@ -178,6 +185,10 @@ func (s *server) handleClientRegister(w http.ResponseWriter, r *http.Request) {
 	}
 	f := r.PostForm
 	page := s.echoClientForm(sess, f)
+	allow := checkedGroups(f, "allow:")
+	if !s.withGroups(w, r, sess, &page, allow) {
+		return
+	}
 	if !s.checkCSRF(r, sess.Hash, "client") {
 		s.refuseClientForm(w, r, page, errFormExpired)
 		return
@@ -203,8 +214,11 @@ func (s *server) handleClientRegister(w http.ResponseWriter, r *http.Request) {
 	}
 	c.CreatedAt = s.now().Unix()
 	secret := c.issueSecret()
-	if err := s.store.createClient(r.Context(), c); err != nil {
-		s.serverErrorPage(w, r, err)
+	if !sess.User.Admin {
+		allow = nil // only administrators restrict who may use an app
+	}
+	if err := s.store.createClientInGroups(r.Context(), c, allow); err != nil {
+		s.refuseClientForm(w, r, page, pageError(err))
 		return
 	}
 	s.log.Info("client registered on the pages", "client_id", c.ID, "user", sess.User.Username)
@@ -267,11 +281,15 @@ func (s *server) handleClientEditPage(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	s.render(w, http.StatusOK, "client_form", clientForm{pageData: s.pageData(sess, "client"), Edit: true, ID: c.ID, Name: c.Name,
+	page := clientForm{pageData: s.pageData(sess, "client"), Edit: true, ID: c.ID, Name: c.Name,
 		Description: c.Description, RedirectURIs: strings.Join(c.RedirectURIs, "\n"), Scope: strings.Join(c.Scopes, " "),
 		LogoURI: c.LogoURI, ClientURI: c.ClientURI, Public: c.Public, PostLogoutURIs: strings.Join(c.PostLogoutURIs, "\n"),
 		AlwaysRefresh: c.AlwaysRefresh, Code: slices.Contains(c.GrantTypes, grantAuthorizationCode),
-		ClientCredentials: slices.Contains(c.GrantTypes, grantClientCredentials), Device: slices.Contains(c.GrantTypes, grantDeviceCode)})
+		ClientCredentials: slices.Contains(c.GrantTypes, grantClientCredentials), Device: slices.Contains(c.GrantTypes, grantDeviceCode),
+		AllowGroups: c.AllowGroups}
+	if s.withGroups(w, r, sess, &page, c.AllowGroups) {
+		s.render(w, http.StatusOK, "client_form", page)
+	}
 }
 
 // handleClientEdit saves a client's settings; its type and grants stay.
@@ -286,7 +304,11 @@ func (s *server) handleClientEdit(w http.ResponseWriter, r *http.Request) {
 	}
 	f := r.PostForm
 	page := s.echoClientForm(sess, f)
-	page.Edit, page.ID, page.Public = true, c.ID, c.Public
+	page.Edit, page.ID, page.Public, page.AllowGroups = true, c.ID, c.Public, c.AllowGroups
+	allow := checkedGroups(f, "allow:")
+	if !s.withGroups(w, r, sess, &page, allow) {
+		return
+	}
 	if !s.checkCSRF(r, sess.Hash, "client") {
 		s.refuseClientForm(w, r, page, errFormExpired)
 		return
@@ -316,8 +338,13 @@ func (s *server) handleClientEdit(w http.ResponseWriter, r *http.Request) {
 		s.refuseClientForm(w, r, page, err)
 		return
 	}
-	if err := s.store.updateClient(r.Context(), c); err != nil {
-		s.serverErrorPage(w, r, err)
+	if sess.User.Admin { // only administrators restrict or widen who may use an app
+		_, err = s.store.updateClientInGroups(r.Context(), c, allow)
+	} else {
+		err = s.store.updateClient(r.Context(), c)
+	}
+	if err != nil {
+		s.refuseClientForm(w, r, page, pageError(err))
 		return
 	}
 	s.log.Info("client edited on the pages", "client_id", c.ID, "user", sess.User.Username)

@@ -267,11 +267,19 @@ func FuzzIntrospectionJSON(f *testing.F) {
 	for _, s := range []string{"", "alice", `q"uote\back`, "<script>&amp;</script>", "tab\tnl\ncr\rbs\bff\f\x00\x1f\x7f",
 		"Zoë ☃ 😀", "\u2028\u2029", "bad \xff\xfe utf-8 \xc3", "\xed\xa0\x80 surrogate", "read write openid"} {
 		f.Add(s, s+"x", int64(1_800_000_000), true)
+		f.Add(s, s, int64(1_800_000_001), false)
+		f.Add(s, "", int64(1_800_000_002), true)
 	}
 	f.Fuzz(func(t *testing.T, a, b string, n int64, access bool) {
 		v := introspection{Active: true, Scope: a, ClientID: b, Username: a, Sub: b, TokenUse: "refresh_token", Exp: n, Iat: -n, Iss: a + b}
 		if access {
 			v.TokenType, v.TokenUse, v.Username = "Bearer", "access_token", ""
+		}
+		switch n % 3 { // the groups claim: absent, empty, or names
+		case 1:
+			v.Groups = []string{}
+		case 2:
+			v.Groups = []string{a, b}
 		}
 		want, err := json.Marshal(v)
 		if err != nil {

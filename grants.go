@@ -156,6 +156,9 @@ func (s *server) handleDeviceCodeGrant(w http.ResponseWriter, r *http.Request, c
 	now := s.now()
 	var resp tokenResponse
 	issue := func(d deviceCode) (tokenPair, error) {
+		if err := s.checkGrantAccess(r.Context(), c, d.UserID); err != nil {
+			return tokenPair{}, err
+		}
 		var pair tokenPair
 		resp, pair = s.newPair(d.Scope, d.Scope, wantsRefresh(c, d.Scope), now)
 		if hasScope(d.Scope, "openid") {
@@ -296,5 +299,9 @@ func (s *server) handleDevice(w http.ResponseWriter, r *http.Request) {
 		s.serverErrorPage(w, r, err)
 		return
 	}
-	s.showConsent(w, r, c, authRequest{ClientID: c.ID, Scopes: strings.Fields(d.Scope), DeviceHash: hash}, sess)
+	req := authRequest{ClientID: c.ID, Scopes: strings.Fields(d.Scope), DeviceHash: hash}
+	if s.refuseOutsider(w, r, c, req, sess) {
+		return
+	}
+	s.showConsent(w, r, c, req, sess)
 }

@@ -40,6 +40,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return 0
 	case len(args) > 0 && args[0] == "user":
 		err = runUser(ctx, args[1:], stdin, stdout, stderr, getenv)
+	case len(args) > 0 && args[0] == "group":
+		err = runGroup(ctx, args[1:], stdout, stderr, getenv)
 	case len(args) > 0 && args[0] == "client":
 		err = runClient(ctx, args[1:], stdout, stderr, getenv)
 	case len(args) > 0 && args[0] == "keys":
@@ -84,8 +86,12 @@ const usage = `oauthd: a single-binary OAuth 2 authorization server.
                                serve (oauthd -h lists every flag)
   oauthd user add [-db PATH] [-admin] [-name "Full Name"] [-email ADDR] NAME   add a user (password on stdin)
   oauthd user list|del NAME|passwd NAME [-db PATH]
+  oauthd user set NAME [-name TEXT] [-email ADDR] [-email-verified=true|false] [-admin=true|false]
+  oauthd user claim NAME [KEY=JSON ...] [KEY= ...]   set or remove custom claims (user add also takes -group NAME ...)
+  oauthd group add NAME [-description TEXT] | del NAME | list | members NAME
+  oauthd group add-member|remove-member GROUP USER... | claim GROUP [KEY=JSON ...]
   oauthd client add -name NAME -redirect-uri URI [-redirect-uri URI ...] [-public] [-scope "a b"] [-description TEXT]
-                    [-post-logout-redirect-uri URI ...] [-id-token-alg RS256|ES256] [-always-refresh]
+                    [-post-logout-redirect-uri URI ...] [-id-token-alg RS256|ES256] [-always-refresh] [-allow-group NAME ...]
   oauthd client list | del ID | rotate-secret ID    (each takes -db PATH)
   oauthd keys rotate | list [-db PATH]              ID token signing keys
   oauthd registration-token create [-ttl 24h] [-uses 1] [-scope "a b"] [-grant client_credentials] [-db PATH]
@@ -365,33 +371,45 @@ func printJSON(w io.Writer, v any) error {
 // runUser is `oauthd user add|list|del|passwd`.
 func runUser(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) error {
 	if len(args) == 0 {
-		return usageError("user: want add, list, del or passwd")
+		return usageError("user: want add, list, del, passwd, set or claim")
+	}
+	switch args[0] {
+	case "set":
+		return runUserSet(ctx, args[1:], stdout, stderr, getenv)
+	case "claim":
+		return runUserClaim(ctx, args[1:], stdout, getenv)
 	}
 	fs, db := subcommandFlags("user " + args[0])
 	admin := false
 	var fullName, email string
+	var groups groupFlag
 	if args[0] == "add" {
 		fs.BoolVar(&admin, "admin", false, "make the user an administrator")
 		fs.StringVar(&fullName, "name", "", "the user's full name (OIDC name claim)")
 		fs.StringVar(&email, "email", "", "the user's email address, taken as verified (set by the administrator)")
+		fs.Var(&groups, "group", "a group the user belongs to (repeat for several)")
 	}
-	if err := parseFlags(fs, args[1:], getenv, "db"); err != nil {
+	pos, err := parseArgs(fs, args[1:], getenv, "db")
+	if err != nil {
 		return err
 	}
 	nargs := map[string]int{"add": 1, "list": 0, "del": 1, "passwd": 1}
 	want, ok := nargs[args[0]]
 	if !ok {
-		return usageError("user: unknown command %q (want add, list, del or passwd)", args[0])
+		return usageError("user: unknown command %q (want add, list, del, passwd, set or claim)", args[0])
 	}
-	if fs.NArg() != want {
-		return usageError("user %s takes %d argument(s) after its flags, got %d", args[0], want, fs.NArg())
+	if len(pos) != want {
+		return usageError("user %s takes %d argument(s), got %d", args[0], want, len(pos))
 	}
 	st, err := openStore(ctx, *db)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	name := fs.Arg(0)
+	var name string
+	if len(pos) > 0 {
+		name = pos[0]
+	}
 	switch args[0] {
 	case "add":
 		pw, err := readPassword(stdin, stderr)
@@ -411,19 +429,28 @@ func runUser(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		} else if n == 0 {
 			u.Admin = true // the first user administers the server
 		}
-		if err := st.createUser(ctx, u); errors.Is(err, errExists) {
-			return fmt.Errorf("user %q already exists", name)
+		if err := st.createUserInGroups(ctx, u, groups); errors.Is(err, errExists) {
+			return fmt.Errorf("user %q already exists (change it with `oauthd user set`)", name)
 		} else if err != nil {
+			return unknownGroups(err)
+		}
+		if u, err = st.userByName(ctx, name); err != nil {
 			return err
 		}
-		return printJSON(stdout, userJSON(u))
+		return st.printUser(ctx, stdout, u)
 	case "list":
 		us, err := st.listUsers(ctx)
 		if err != nil {
 			return err
 		}
+		groups, err := st.groupsByUser(ctx)
+		if err != nil {
+			return err
+		}
 		for _, u := range us {
-			if err := printJSON(stdout, userJSON(u)); err != nil {
+			j := userJSON(u)
+			j["groups"] = append([]string{}, groups[u.ID]...)
+			if err := printJSON(stdout, j); err != nil {
 				return err
 			}
 		}
@@ -520,13 +547,14 @@ type clientJSON struct {
 	LogoURI       string   `json:"logo_uri,omitempty"`
 	ClientURI     string   `json:"client_uri,omitempty"`
 	Dynamic       bool     `json:"dynamic,omitempty"`
+	AllowGroups   []string `json:"allow_groups,omitempty"` // only their members may use it; none: every user
 }
 
 func toClientJSON(c client) clientJSON {
 	return clientJSON{ClientID: c.ID, Name: c.Name, Description: c.Description,
 		RedirectURIs: c.RedirectURIs, Scope: strings.Join(c.Scopes, " "), Public: c.Public, CreatedAt: c.CreatedAt,
 		PostLogout: c.PostLogoutURIs, IDTokenAlg: c.IDTokenAlg, AlwaysRefresh: c.AlwaysRefresh, GrantTypes: c.GrantTypes,
-		LogoURI: c.LogoURI, ClientURI: c.ClientURI, Dynamic: c.Dynamic}
+		LogoURI: c.LogoURI, ClientURI: c.ClientURI, Dynamic: c.Dynamic, AllowGroups: c.AllowGroups}
 }
 
 // runClient is `oauthd client add|list|del|rotate-secret`.
@@ -537,7 +565,9 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	fs, db := subcommandFlags("client " + args[0])
 	var sp clientSpec
 	var uris, logoutURIs, grants stringList
+	var allow groupFlag
 	if args[0] == "add" {
+		fs.Var(&allow, "allow-group", "only members of this group may use the client (repeat for several; none: every user)")
 		fs.StringVar(&sp.Name, "name", "", "name shown on the consent page")
 		fs.Var(&uris, "redirect-uri", "a redirect URI (repeat for several)")
 		fs.BoolVar(&sp.Public, "public", false, "public client (native or browser app, no secret, PKCE required)")
@@ -579,8 +609,8 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	switch args[0] {
 	case "add":
 		secret := c.issueSecret()
-		if err := st.createClient(ctx, c); err != nil {
-			return err
+		if err := st.createClientInGroups(ctx, c, allow); err != nil {
+			return unknownGroups(err)
 		}
 		// The contract: exactly these keys, client_secret only for confidential clients.
 		out := map[string]any{"client_id": c.ID, "name": c.Name, "redirect_uris": c.RedirectURIs, "public": c.Public}

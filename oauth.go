@@ -242,6 +242,14 @@ func (s *server) routes() http.Handler {
 	mux.Handle("POST /admin/users/invite", s.form(s.handleAdminInvite))
 	mux.HandleFunc("GET /admin/users/{name}/disable", s.handleAdminDisablePage)
 	mux.Handle("POST /admin/users/{name}/{action}", s.form(s.handleAdminUserAction))
+	mux.HandleFunc("GET /admin/users/{name}", s.handleAdminUser)
+	mux.Handle("POST /admin/users/{name}/edit", s.form(s.handleAdminUserEdit))
+	mux.Handle("POST /admin/users/{name}/claims", s.form(s.handleAdminUserClaims))
+	mux.HandleFunc("GET /admin/groups", s.handleAdminGroups)
+	mux.Handle("POST /admin/groups", s.form(s.handleAdminAddGroup))
+	mux.HandleFunc("GET /admin/groups/{name}", s.handleAdminGroup)
+	mux.HandleFunc("GET /admin/groups/{name}/delete", s.handleAdminGroupDeletePage)
+	mux.Handle("POST /admin/groups/{name}/{action}", s.form(s.handleAdminGroupAction))
 	mux.HandleFunc("GET /invite", s.handleInvitePage)
 	mux.Handle("POST /invite", s.form(s.handleInvite))
 	mux.HandleFunc("GET /forgot", s.handleForgotPage)
@@ -716,6 +724,19 @@ func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		s.redirectToLogin(w, r, next, q.Get("login_hint"))
 		return
 	}
+	// Per-app access (groups.go): an outsider gets no consent, code or token.
+	if slices.Contains(prompt, "none") && len(c.AllowGroups) > 0 {
+		if ok, err := s.mayUse(r.Context(), sess.User, c); err != nil {
+			s.serverErrorPage(w, r, err)
+			return
+		} else if !ok {
+			fail(errAccessDenied, "the user is not in any group allowed to use this application")
+			return
+		}
+	}
+	if s.refuseOutsider(w, r, c, req, sess) {
+		return
+	}
 	approved, err := s.store.consentScopes(r.Context(), sess.User.ID, c.ID)
 	if err != nil && !errors.Is(err, errNotFound) {
 		s.serverErrorPage(w, r, err)
@@ -821,6 +842,7 @@ var scopeWords = map[string]string{
 	"profile":        "See your name and username",
 	"email":          "See your email address",
 	"offline_access": "Keep access while you are not using it",
+	"groups":         "See which groups you belong to",
 }
 
 // consentOrder lists scopes as the consent page shows them: openid (who you are) first,
@@ -915,6 +937,17 @@ func (s *server) handleConsent(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.DeviceHash == nil && !s.stillRegistered(w, r, req) {
 		return
+	}
+	if decision == "allow" {
+		// The user may have left the app's groups since the page was shown.
+		c, err := s.store.lookupClient(r.Context(), req.ClientID)
+		if err != nil {
+			s.serverErrorPage(w, r, err)
+			return
+		}
+		if s.refuseOutsider(w, r, c, req, sess) {
+			return
+		}
 	}
 	if req.DeviceHash != nil {
 		err := s.store.decideDevice(r.Context(), req.DeviceHash, sess.Hash, sess.User.ID, sess.AuthTime, decision == "allow", req.Scopes, s.now().Unix())

@@ -662,7 +662,7 @@ func TestMetadata(t *testing.T) {
 	lists := map[string]string{
 		"response_types_supported": "code", "grant_types_supported": "authorization_code refresh_token client_credentials urn:ietf:params:oauth:grant-type:device_code",
 		"code_challenge_methods_supported": "S256", "token_endpoint_auth_methods_supported": "client_secret_basic client_secret_post none",
-		"scopes_supported": "email offline_access openid profile read write",
+		"scopes_supported": "email groups offline_access openid profile read write",
 	}
 	for k, v := range lists {
 		var got []string

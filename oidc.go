@@ -15,11 +15,11 @@ import (
 )
 
 // builtinScopes are OpenID Connect's scopes (OIDC Core §5.4, §11); every client may ask for them.
-var builtinScopes = []string{"openid", "profile", "email", "offline_access"}
+var builtinScopes = []string{"openid", "profile", "email", "offline_access", "groups"}
 
 // claimsSupported are the claims oauthd can put in ID tokens and UserInfo answers.
 var claimsSupported = []string{"sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "azp",
-	"name", "preferred_username", "updated_at", "email", "email_verified"}
+	"name", "preferred_username", "updated_at", "email", "email_verified", "groups"}
 
 // metadata is the one source of both discovery documents: RFC 8414 authorization server
 // metadata and OpenID Connect Discovery 1.0 §3.
@@ -133,6 +133,9 @@ func (s *server) idToken(ctx context.Context, c client, u user, scope string, au
 		claims["nonce"] = nonce
 	}
 	userClaims(u, scope, claims)
+	if err := s.releaseClaims(ctx, u.ID, scope, claims); err != nil {
+		return "", err
+	}
 	return signJWT(key, alg, kid, claims)
 }
 
@@ -218,6 +221,10 @@ func (s *server) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 	}
 	claims := map[string]any{"sub": t.User.Sub}
 	userClaims(t.User, t.Scope, claims)
+	if err := s.releaseClaims(r.Context(), t.User.ID, t.Scope, claims); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	writeJSON(w, http.StatusOK, claims)
 }
 

@@ -32,7 +32,8 @@ func parsePages(site, logoURL string) map[string]*template.Template {
 	funcs := template.FuncMap{"date": date, "join": strings.Join,
 		"site": func() string { return site }, "logo": func() string { return logoURL }}
 	for _, name := range []string{"login", "consent", "error", "newaccount", "home", "account", "logout", "message", "device",
-		"client_form", "clients", "client_secret", "client_delete", "connections", "admin_users", "link", "reset", "confirm", "redirect_error", "forgot"} {
+		"client_form", "clients", "client_secret", "client_delete", "connections", "admin_users", "link", "reset", "confirm", "redirect_error", "forgot",
+		"groups", "groups_edit", "groups_delete", "groups_noaccess", "admin_user"} {
 		pages[name] = template.Must(template.New("base.html").Funcs(funcs).ParseFS(templateFS, "templates/base.html", "templates/"+name+".html"))
 	}
 	return pages

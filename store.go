@@ -323,6 +323,53 @@ ALTER TABLE sessions ADD COLUMN ip TEXT NOT NULL DEFAULT '';                    
 ALTER TABLE sessions ADD COLUMN user_agent TEXT NOT NULL DEFAULT '';             -- the browser it started in (at most 300 bytes)
 ALTER TABLE tokens ADD COLUMN rotated_ms INTEGER;                                -- refresh tokens: when it was exchanged, unix milliseconds (-refresh-grace to the millisecond)
 `,
+	// 6: groups, per-app access and custom claims (issue 12). Every change to these tables
+	// moves the generation counter, so that a CLI change reaches the server's caches.
+	`
+CREATE TABLE groups (
+	id          INTEGER PRIMARY KEY,
+	name        TEXT NOT NULL UNIQUE COLLATE NOCASE, -- 1-64 of [A-Za-z0-9._-]
+	description TEXT NOT NULL DEFAULT '',
+	created_at  INTEGER NOT NULL
+);
+CREATE TABLE group_members (
+	group_id INTEGER NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+	user_id  INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+	PRIMARY KEY (group_id, user_id)
+) WITHOUT ROWID;
+CREATE INDEX group_members_user ON group_members(user_id, group_id);
+CREATE TABLE client_groups (                       -- a client's allow-list; none: every user
+	client_id TEXT NOT NULL REFERENCES clients(id) ON DELETE CASCADE,
+	group_id  INTEGER NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+	PRIMARY KEY (client_id, group_id)
+) WITHOUT ROWID;
+CREATE INDEX client_groups_group ON client_groups(group_id);
+CREATE TABLE user_claims (
+	user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+	name    TEXT NOT NULL,
+	value   TEXT NOT NULL,                         -- compact JSON, at most 1 KiB
+	PRIMARY KEY (user_id, name)
+) WITHOUT ROWID;
+CREATE TABLE group_claims (
+	group_id INTEGER NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+	name     TEXT NOT NULL,
+	value    TEXT NOT NULL,                        -- compact JSON, at most 1 KiB
+	PRIMARY KEY (group_id, name)
+) WITHOUT ROWID;
+CREATE TRIGGER groups_ins AFTER INSERT ON groups BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER groups_upd AFTER UPDATE ON groups BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER groups_del AFTER DELETE ON groups BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER group_members_ins AFTER INSERT ON group_members BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER group_members_del AFTER DELETE ON group_members BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER client_groups_ins AFTER INSERT ON client_groups BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER client_groups_del AFTER DELETE ON client_groups BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER user_claims_ins AFTER INSERT ON user_claims BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER user_claims_upd AFTER UPDATE ON user_claims BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER user_claims_del AFTER DELETE ON user_claims BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER group_claims_ins AFTER INSERT ON group_claims BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER group_claims_upd AFTER UPDATE ON group_claims BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER group_claims_del AFTER DELETE ON group_claims BEGIN UPDATE generation SET n = n + 1; END;
+`,
 }
 
 // dsn builds the modernc DSN with every pragma in it, so that each pooled connection gets them.
@@ -711,16 +758,17 @@ type client struct {
 	RegScopes        []string // dynamic clients: the scopes their initial access token opened (the limit of RFC 7592 updates)
 	RegGrants        []string // dynamic clients: the grants their initial access token opened
 	Vetted           bool     // created by an administrator (CLI or admin pages): may redirect an anonymous visitor
+	AllowGroups      []string // groups whose members may use it, sorted; none: every user (groups.go)
 }
 
 const clientCols = "id, secret_hash, name, description, redirect_uris, scopes, public, created_at, id_token_alg, post_logout_redirect_uris, always_refresh, " +
-	"coalesce(owner_id, 0), logo_uri, client_uri, dynamic, grant_types, registration_hash, reg_scopes, reg_grants, vetted"
+	"coalesce(owner_id, 0), logo_uri, client_uri, dynamic, grant_types, registration_hash, reg_scopes, reg_grants, vetted, " + clientGroupsCol
 
 func scanClient(row interface{ Scan(...any) error }) (client, error) {
 	var c client
-	var uris, scopes, logout, grants, regScopes, regGrants string
+	var uris, scopes, logout, grants, regScopes, regGrants, allow string
 	err := row.Scan(&c.ID, &c.SecretHash, &c.Name, &c.Description, &uris, &scopes, &c.Public, &c.CreatedAt, &c.IDTokenAlg, &logout, &c.AlwaysRefresh,
-		&c.OwnerID, &c.LogoURI, &c.ClientURI, &c.Dynamic, &grants, &c.RegistrationHash, &regScopes, &regGrants, &c.Vetted)
+		&c.OwnerID, &c.LogoURI, &c.ClientURI, &c.Dynamic, &grants, &c.RegistrationHash, &regScopes, &regGrants, &c.Vetted, &allow)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, errNotFound
 	}
@@ -736,6 +784,7 @@ func scanClient(row interface{ Scan(...any) error }) (client, error) {
 	c.Scopes = strings.Fields(scopes)
 	c.GrantTypes = strings.Fields(grants)
 	c.RegScopes, c.RegGrants = strings.Fields(regScopes), strings.Fields(regGrants)
+	c.AllowGroups = sortedGroups(strings.Fields(allow))
 	return c, nil
 }
 
@@ -779,8 +828,13 @@ func (st *store) createClient(ctx context.Context, c client) error {
 // updateClient replaces every registration field of an existing client (not its id or age).
 func (st *store) updateClient(ctx context.Context, c client) error {
 	defer st.cache.dropClient(c.ID)
+	return st.tx(ctx, func(tx *sql.Tx) error { return st.updateClientTx(ctx, tx, c) })
+}
+
+// updateClientTx is updateClient's statement inside tx.
+func (st *store) updateClientTx(ctx context.Context, tx *sql.Tx, c client) error {
 	set := strings.ReplaceAll(clientWriteCols, ",", " = ?,") + " = ?"
-	return affected(st.exec(ctx, "UPDATE clients SET "+set+" WHERE id = ?", append(clientArgs(c), c.ID)...))
+	return affected(st.txExec(ctx, tx, "UPDATE clients SET "+set+" WHERE id = ?", append(clientArgs(c), c.ID)...))
 }
 
 func (st *store) clientByID(ctx context.Context, id string) (client, error) {

@@ -238,6 +238,9 @@ func (s *server) handleAuthorizationCodeGrant(w http.ResponseWriter, r *http.Req
 		if ac.ClientID != c.ID {
 			return tokenPair{}, oerr(errInvalidGrant, "the code was issued to another client")
 		}
+		if err := s.checkGrantAccess(r.Context(), c, ac.UserID); err != nil {
+			return tokenPair{}, err
+		}
 		if (ac.RedirectGiven || redirect != "") && redirect != ac.RedirectURI {
 			return tokenPair{}, oerr(errInvalidGrant, "redirect_uri does not match the authorization request")
 		}
@@ -390,6 +393,9 @@ func (s *server) handleRefreshTokenGrant(w http.ResponseWriter, r *http.Request,
 	var sealed []byte
 	key := graceKey(rt) // derived here, not inside the serial writer
 	issue := func(t tokenInfo) (tokenPair, []byte, error) {
+		if err := s.checkGrantAccess(r.Context(), c, t.User.ID); err != nil {
+			return tokenPair{}, nil, err
+		}
 		scope := t.Scope
 		if want != nil {
 			if !subset(want, strings.Fields(t.Scope)) {
@@ -491,6 +497,14 @@ func (s *server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 	if t.Kind == kindAccess {
 		resp.TokenType, resp.TokenUse = "Bearer", "access_token"
 	}
+	if t.User.ID != 0 && scopeHas(t.Scope, "groups") {
+		acc, err := s.store.cachedAccess(r.Context(), t.User.ID)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		resp.Groups = acc.Groups
+	}
 	writeJSONBody(w, http.StatusOK, resp.appendJSON(make([]byte, 0, 512)))
 }
 
@@ -512,6 +526,16 @@ func (v introspection) appendJSON(b []byte) []byte {
 	b = strconv.AppendInt(append(b, `,"exp":`...), v.Exp, 10)
 	b = strconv.AppendInt(append(b, `,"iat":`...), v.Iat, 10)
 	b = appendJSONField(b, "iss", v.Iss)
+	if v.Groups != nil {
+		b = append(b, `,"groups":[`...)
+		for i, g := range v.Groups {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, g)
+		}
+		b = append(b, ']')
+	}
 	return append(b, '}')
 }
 
@@ -574,16 +598,17 @@ func appendJSONString(b []byte, s string) []byte {
 
 // introspection is the RFC 7662 §2.2 answer for an active token.
 type introspection struct {
-	Active    bool   `json:"active"`
-	Scope     string `json:"scope"`
-	ClientID  string `json:"client_id"`
-	Username  string `json:"username,omitempty"`
-	Sub       string `json:"sub"`
-	TokenType string `json:"token_type,omitempty"`
-	TokenUse  string `json:"token_use"`
-	Exp       int64  `json:"exp"`
-	Iat       int64  `json:"iat"`
-	Iss       string `json:"iss"`
+	Active    bool     `json:"active"`
+	Scope     string   `json:"scope"`
+	ClientID  string   `json:"client_id"`
+	Username  string   `json:"username,omitempty"`
+	Sub       string   `json:"sub"`
+	TokenType string   `json:"token_type,omitempty"`
+	TokenUse  string   `json:"token_use"`
+	Exp       int64    `json:"exp"`
+	Iat       int64    `json:"iat"`
+	Iss       string   `json:"iss"`
+	Groups    []string `json:"groups,omitzero"` // with the groups scope: the user's groups, [] for none
 }
 
 // inactive is the whole answer for an unknown, expired or revoked token (RFC 7662 §2.2).
