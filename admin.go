@@ -16,6 +16,7 @@ const (
 type adminPage struct {
 	pageData
 	Users         []user
+	Factors       map[int64]int // second factors per user id (mfa.go)
 	Error, Notice string
 }
 
@@ -45,11 +46,15 @@ func (s *server) requireAdmin(w http.ResponseWriter, r *http.Request) (session, 
 // renderAdmin shows the users page with a message.
 func (s *server) renderAdmin(w http.ResponseWriter, r *http.Request, sess session, status int, errMsg, notice string) {
 	users, err := s.store.listUsers(r.Context())
+	var factors map[int64]int
+	if err == nil {
+		factors, err = s.store.factorCounts(r.Context())
+	}
 	if err != nil {
 		s.serverErrorPage(w, r, err)
 		return
 	}
-	s.render(w, status, "admin_users", adminPage{pageData: s.pageData(sess, "admin"), Users: users, Error: errMsg, Notice: notice})
+	s.render(w, status, "admin_users", adminPage{pageData: s.pageData(sess, "admin"), Users: users, Factors: factors, Error: errMsg, Notice: notice})
 }
 
 // handleAdminUsers lists users with the administrator's actions.
@@ -142,8 +147,10 @@ func (s *server) handleAdminUserAction(w http.ResponseWriter, r *http.Request) {
 		s.log.Info("password reset link created", "user", u.Username, "admin", sess.User.Username)
 		s.render(w, http.StatusOK, "link", linkPage{pageData: s.pageData(sess, ""), Title: "Password reset link for " + u.Username,
 			Link: s.cfg.Issuer + "/reset?token=" + tok, What: "Send this link to " + u.Username + ". It works once, for 24 hours, and signs them out everywhere."})
+	case "mfa-reset":
+		s.handleAdminResetMFA(w, r, sess, u)
 	default:
-		s.errorPage(w, http.StatusNotFound, "Unknown action", "The action must be disable, enable or reset.")
+		s.errorPage(w, http.StatusNotFound, "Unknown action", "The action must be disable, enable, reset or mfa-reset.")
 	}
 }
 

@@ -32,6 +32,7 @@ type clientForm struct {
 	ID, Name, Description, RedirectURIs string
 	Scope, LogoURI, ClientURI, Error    string
 	Public                              bool
+	RequireMFA                          bool // the administrator's "require a second factor" box
 }
 
 // clientListPage lists clients.
@@ -81,7 +82,7 @@ var errFormExpired = errors.New("the form expired")
 func (s *server) echoClientForm(sess session, f url.Values) clientForm {
 	return clientForm{pageData: s.pageData(sess, "client"), Name: f.Get("name"), Description: f.Get("description"),
 		RedirectURIs: f.Get("redirect_uris"), Scope: f.Get("scope"), LogoURI: f.Get("logo_uri"), ClientURI: f.Get("client_uri"),
-		Public: f.Get("type") == "public"}
+		Public: f.Get("type") == "public", RequireMFA: f.Get("require_mfa") == "on"}
 }
 
 // refuseClientForm answers a register/edit form that was not saved: an expired form (403) or
@@ -131,6 +132,7 @@ func (s *server) handleClientRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sp := formSpec(f, sess.User.ID)
+	sp.RequireMFA = adminRequireMFA(sess, f)
 	c, err := sp.build()
 	if err == nil {
 		err = s.checkScopesFor(r, sess, sp.Scope)
@@ -205,7 +207,7 @@ func (s *server) handleClientEditPage(w http.ResponseWriter, r *http.Request) {
 	}
 	s.render(w, http.StatusOK, "client_form", clientForm{pageData: s.pageData(sess, "client"), Edit: true, ID: c.ID, Name: c.Name,
 		Description: c.Description, RedirectURIs: strings.Join(c.RedirectURIs, "\n"), Scope: strings.Join(c.Scopes, " "),
-		LogoURI: c.LogoURI, ClientURI: c.ClientURI, Public: c.Public})
+		LogoURI: c.LogoURI, ClientURI: c.ClientURI, Public: c.Public, RequireMFA: c.RequireMFA})
 }
 
 // handleClientEdit saves a client's settings; its type and grants stay.
@@ -228,6 +230,7 @@ func (s *server) handleClientEdit(w http.ResponseWriter, r *http.Request) {
 	sp := formSpec(f, c.OwnerID)
 	sp.Public, sp.GrantTypes, sp.PostLogoutURIs = c.Public, c.GrantTypes, c.PostLogoutURIs
 	sp.IDTokenAlg, sp.AlwaysRefresh, sp.Dynamic = c.IDTokenAlg, c.AlwaysRefresh, c.Dynamic
+	sp.RequireMFA = adminRequireMFA(sess, f)
 	err := sp.apply(&c)
 	if err == nil {
 		err = s.checkScopesFor(r, sess, sp.Scope)

@@ -334,7 +334,7 @@ func (st *store) registerClient(ctx context.Context, c client, tokenHash []byte,
 				return err
 			}
 		}
-		_, err := st.txExec(ctx, tx, "INSERT INTO clients(id, created_at, "+clientWriteCols+") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		_, err := st.txExec(ctx, tx, "INSERT INTO clients(id, created_at, "+clientWriteCols+") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 			append([]any{c.ID, c.CreatedAt}, clientArgs(c)...)...)
 		return err
 	})

@@ -74,8 +74,9 @@ const usage = `oauthd: a single-binary OAuth 2 authorization server.
                                serve (oauthd -h lists every flag)
   oauthd user add [-db PATH] [-admin] [-name "Full Name"] [-email ADDR] NAME   add a user (password on stdin)
   oauthd user list|del NAME|passwd NAME [-db PATH]
+  oauthd user mfa NAME | mfa-reset NAME [-db PATH]  a user's second factors: list them, or remove them all
   oauthd client add -name NAME -redirect-uri URI [-redirect-uri URI ...] [-public] [-scope "a b"] [-description TEXT]
-                    [-post-logout-redirect-uri URI ...] [-id-token-alg RS256|ES256] [-always-refresh]
+                    [-post-logout-redirect-uri URI ...] [-id-token-alg RS256|ES256] [-always-refresh] [-require-mfa]
   oauthd client list | del ID | rotate-secret ID    (each takes -db PATH)
   oauthd keys rotate | list [-db PATH]              ID token signing keys
   oauthd registration-token create [-ttl 24h] [-uses 1] [-db PATH]   initial access token for RFC 7591 registration
@@ -133,6 +134,7 @@ func serveConfig(args []string, stderr io.Writer, getenv func(string) string) (c
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log line format: text or json")
 	fs.StringVar(&cfg.TrustedProxy, "trusted-proxy", "", "comma-separated CIDRs of reverse proxies whose X-Forwarded-For names the client's address")
 	fs.BoolVar(&cfg.AllowNetFS, "allow-network-fs", false, "serve a database on a network file system (NFS, SMB/CIFS) despite its unreliable locking")
+	fs.StringVar(&cfg.MFA, "mfa", cfg.MFA, "second factors: off, optional (asked of users who have one), required (every user) or admins (administrators must have one)")
 	var names []string
 	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
 	if err := parseFlags(fs, args, getenv, names...); err != nil {
@@ -157,6 +159,9 @@ func serveConfig(args []string, stderr io.Writer, getenv func(string) string) (c
 	}
 	if !slices.Contains([]string{registrationOff, registrationToken, registrationOpen}, cfg.Registration) {
 		return cfg, nil, usageError("-registration %q: want off, token or open", cfg.Registration)
+	}
+	if !slices.Contains([]string{mfaOff, mfaOptional, mfaRequired, mfaAdmins}, cfg.MFA) {
+		return cfg, nil, usageError("-mfa %q: want off, optional, required or admins", cfg.MFA)
 	}
 	if cfg.RefreshGrace < 0 {
 		return cfg, nil, usageError("-refresh-grace must not be negative")
@@ -336,7 +341,7 @@ func printJSON(w io.Writer, v any) error {
 // runUser is `oauthd user add|list|del|passwd`.
 func runUser(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) error {
 	if len(args) == 0 {
-		return usageError("user: want add, list, del or passwd")
+		return usageError("user: want add, list, del, passwd, mfa or mfa-reset")
 	}
 	fs, db := subcommandFlags("user " + args[0])
 	admin := false
@@ -349,10 +354,10 @@ func runUser(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if err := parseFlags(fs, args[1:], getenv, "db"); err != nil {
 		return err
 	}
-	nargs := map[string]int{"add": 1, "list": 0, "del": 1, "passwd": 1}
+	nargs := map[string]int{"add": 1, "list": 0, "del": 1, "passwd": 1, "mfa": 1, "mfa-reset": 1}
 	want, ok := nargs[args[0]]
 	if !ok {
-		return usageError("user: unknown command %q (want add, list, del or passwd)", args[0])
+		return usageError("user: unknown command %q (want add, list, del, passwd, mfa or mfa-reset)", args[0])
 	}
 	if fs.NArg() != want {
 		return usageError("user %s takes %d argument(s) after its flags, got %d", args[0], want, fs.NArg())
@@ -407,6 +412,8 @@ func runUser(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		}
 		fmt.Fprintf(stderr, "deleted user %s with their sessions, consents and tokens\n", name)
 		return nil
+	case "mfa", "mfa-reset":
+		return runUserMFA(ctx, st, args[0], name, stdout, stderr)
 	default: // passwd
 		if _, err := st.userByName(ctx, name); errors.Is(err, errNotFound) {
 			return fmt.Errorf("no user %q", name)
@@ -491,13 +498,14 @@ type clientJSON struct {
 	LogoURI       string   `json:"logo_uri,omitempty"`
 	ClientURI     string   `json:"client_uri,omitempty"`
 	Dynamic       bool     `json:"dynamic,omitempty"`
+	RequireMFA    bool     `json:"require_mfa,omitempty"`
 }
 
 func toClientJSON(c client) clientJSON {
 	return clientJSON{ClientID: c.ID, Name: c.Name, Description: c.Description,
 		RedirectURIs: c.RedirectURIs, Scope: strings.Join(c.Scopes, " "), Public: c.Public, CreatedAt: c.CreatedAt,
 		PostLogout: c.PostLogoutURIs, IDTokenAlg: c.IDTokenAlg, AlwaysRefresh: c.AlwaysRefresh, GrantTypes: c.GrantTypes,
-		LogoURI: c.LogoURI, ClientURI: c.ClientURI, Dynamic: c.Dynamic}
+		LogoURI: c.LogoURI, ClientURI: c.ClientURI, Dynamic: c.Dynamic, RequireMFA: c.RequireMFA}
 }
 
 // runClient is `oauthd client add|list|del|rotate-secret`.
@@ -520,6 +528,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer, get
 		fs.Var(&grants, "grant", "a grant the client may use: authorization_code, refresh_token, client_credentials, device_code (repeat; default authorization_code with refresh_token)")
 		fs.StringVar(&sp.LogoURI, "logo-uri", "", "https URL of a logo shown on the consent page")
 		fs.StringVar(&sp.ClientURI, "homepage", "", "https URL of the application's homepage")
+		sp.RequireMFA = fs.Bool("require-mfa", false, "signing in to this application needs a second factor or a user-verified passkey")
 	}
 	if err := parseFlags(fs, args[1:], getenv, "db"); err != nil {
 		return err
@@ -609,6 +618,7 @@ func runBackup(ctx context.Context, args []string, stdout io.Writer, getenv func
 		return err
 	}
 	fmt.Fprintf(stdout, "backed up %s to %s\n", *db, fs.Arg(0))
+	fmt.Fprintln(stdout, backupKeyNote(*db))
 	return nil
 }
 

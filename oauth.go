@@ -39,6 +39,7 @@ type config struct {
 	LogFormat     string        // text or json
 	TrustedProxy  string        // comma-separated CIDRs whose X-Forwarded-For is believed
 	AllowNetFS    bool          // serve a database on NFS/SMB/CIFS anyway
+	MFA           string        // second factors: off, optional, required or admins (mfa.go)
 
 	KeyGen func(alg string) (crypto.Signer, error) // makes signing keys; nil means generateKey
 	FSType func(dir string) (int64, error)         // statfs f_type of a directory; nil means statfsType
@@ -59,6 +60,7 @@ func defaultConfig() config {
 		PasswordIter:  defaultPBKDF2Iter,
 		Registration:  registrationToken,
 		LogFormat:     "text",
+		MFA:           mfaOptional,
 	}
 }
 
@@ -80,6 +82,7 @@ type server struct {
 	deviceTries   *limiter // failed user-code entries per user
 	registrations *limiter // open dynamic registrations per source address
 	guard         guards   // brute-force backoff and the password-hashing bound
+	mfa           mfaState // passkeys and TOTP (mfa.go)
 
 	hostWarned atomic.Bool // a request arrived for another host than the issuer's (warned once)
 
@@ -115,6 +118,7 @@ func newServer(ctx context.Context, cfg config, st *store, log *slog.Logger) (*s
 		deviceTries:   newLimiter(5, 15*time.Minute),
 		registrations: newLimiter(20, time.Hour),
 		guard:         newGuards(proxies),
+		mfa:           newMFAState(cfg, key),
 	}
 	gen := cfg.KeyGen
 	if gen == nil {
@@ -207,6 +211,24 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("GET /reset", s.handleResetPage)
 	mux.Handle("POST /reset", s.form(s.handleReset))
 	mux.HandleFunc("GET /healthz", s.handleHealthz)
+	// Passkeys and second factors (mfa.go, security.go).
+	mux.HandleFunc("GET /login/factor", s.handleFactorPage)
+	mux.Handle("POST /login/factor", s.form(s.handleFactor))
+	mux.Handle("POST /login/passkey", s.form(s.handlePasskeyLogin))
+	mux.HandleFunc("GET /webauthn/options", s.handleWebAuthnOptions)
+	mux.HandleFunc("GET /account/security", s.handleSecurityPage)
+	mux.Handle("POST /account/security/stepup", s.form(s.handleSecurityStepUp))
+	mux.Handle("POST /account/security/totp", s.form(s.handleTOTPStart))
+	mux.Handle("POST /account/security/totp/confirm", s.form(s.handleTOTPConfirm))
+	mux.HandleFunc("GET /account/security/totp/delete", s.handleConfirmPage)
+	mux.Handle("POST /account/security/totp/delete", s.form(s.handleConfirmed))
+	mux.Handle("POST /account/security/passkeys", s.form(s.handlePasskeyAdd))
+	mux.Handle("POST /account/security/passkeys/{id}/rename", s.form(s.handlePasskeyRename))
+	mux.HandleFunc("GET /account/security/passkeys/{id}/delete", s.handleConfirmPage)
+	mux.Handle("POST /account/security/passkeys/{id}/delete", s.form(s.handleConfirmed))
+	mux.HandleFunc("GET /account/security/recovery", s.handleConfirmPage)
+	mux.Handle("POST /account/security/recovery", s.form(s.handleConfirmed))
+	mux.Handle("POST /account/security/recovery/download", s.form(s.handleRecoveryDownload))
 	return s.headers(s.watchHost(s.logRefusals(http.MaxBytesHandler(mux, maxBody))))
 }
 
@@ -669,6 +691,15 @@ func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		s.redirectToLogin(w, r, next, q.Get("login_hint"))
 		return
 	}
+	// The client, acr_values or -mfa may need two factors where this session proved one (mfa.go).
+	if s.needsMFA(sess.User, c, q.Get("acr_values")) && !amrHas(sess.AMR, "mfa") {
+		if slices.Contains(prompt, "none") {
+			fail(errLoginRequired, "this request needs a second factor, which needs the user")
+			return
+		}
+		s.stepUp(w, r, sess, r.URL.Path+"?"+q.Encode())
+		return
+	}
 	approved, err := s.store.consentScopes(r.Context(), sess.User.ID, c.ID)
 	if err != nil && !errors.Is(err, errNotFound) {
 		s.serverErrorPage(w, r, err)
@@ -711,7 +742,7 @@ func (s *server) issueCode(w http.ResponseWriter, r *http.Request, req authReque
 	err := s.store.issueCode(r.Context(), tokenKey(code), authCode{
 		ClientID: req.ClientID, UserID: sess.User.ID, RedirectURI: req.RedirectURI, RedirectGiven: req.RedirectGiven,
 		Scope: strings.Join(req.Scopes, " "), CodeChallenge: req.CodeChallenge, Nonce: req.Nonce,
-		AuthTime: sess.AuthTime, ExpiresAt: now.Add(s.cfg.CodeTTL).Unix(),
+		AuthTime: sess.AuthTime, AMR: sess.AMR, ExpiresAt: now.Add(s.cfg.CodeTTL).Unix(),
 	}, consent, now.Unix())
 	if err != nil {
 		s.log.Error("storing an authorization code failed", "client_id", req.ClientID, "cause", err)
@@ -788,7 +819,7 @@ func (s *server) handleConsent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.DeviceHash != nil {
-		err := s.store.decideDevice(r.Context(), req.DeviceHash, sess.User.ID, sess.AuthTime, decision == "allow", req.Scopes, s.now().Unix())
+		err := s.store.decideDevice(r.Context(), req.DeviceHash, sess.User.ID, sess.AuthTime, sess.AMR, decision == "allow", req.Scopes, s.now().Unix())
 		if errors.Is(err, errNotFound) {
 			s.errorPage(w, http.StatusBadRequest, "Code expired", "The code from your device expired or was already used. Start again on the device.")
 			return

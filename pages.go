@@ -29,9 +29,10 @@ var templateFS embed.FS
 // parsePages parses each page together with the base layout, once, at start.
 func parsePages() map[string]*template.Template {
 	pages := map[string]*template.Template{}
-	funcs := template.FuncMap{"date": date, "join": strings.Join}
+	funcs := template.FuncMap{"date": date, "join": strings.Join, "synced": func(f byte) bool { return f&flagBE != 0 }}
 	for _, name := range []string{"login", "consent", "error", "newaccount", "home", "account", "logout", "message", "device",
-		"client_form", "clients", "client_secret", "client_delete", "connections", "admin_users", "link", "reset"} {
+		"client_form", "clients", "client_secret", "client_delete", "connections", "admin_users", "link", "reset",
+		"security", "security_totp", "security_codes", "security_confirm", "security_factor"} {
 		pages[name] = template.Must(template.New("base.html").Funcs(funcs).ParseFS(templateFS, "templates/base.html", "templates/"+name+".html"))
 	}
 	return pages
@@ -125,7 +126,7 @@ func (s *server) form(h http.HandlerFunc) http.Handler {
 
 // handleStatic serves the stylesheet and the one small script (the copy buttons).
 func (s *server) handleStatic(w http.ResponseWriter, r *http.Request) {
-	types := map[string]string{"style.css": "text/css; charset=utf-8", "copy.js": "text/javascript; charset=utf-8"}
+	types := map[string]string{"style.css": "text/css; charset=utf-8", "copy.js": "text/javascript; charset=utf-8", "webauthn.js": "text/javascript; charset=utf-8"}
 	name := r.PathValue("name")
 	ct, ok := types[name]
 	if !ok {
@@ -317,13 +318,14 @@ func (s *server) handleHome(w http.ResponseWriter, r *http.Request) {
 type loginPage struct {
 	pageData
 	Next, Username, Error string
+	Passkeys              bool // offer "Sign in with a passkey" (mfa.go)
 }
 
 // handleLoginPage shows the login form.
 func (s *server) handleLoginPage(w http.ResponseWriter, r *http.Request) {
 	bid := s.browserID(w, r)
 	s.render(w, http.StatusOK, "login", loginPage{pageData: pageData{CSRF: s.csrfToken(bid, "login")},
-		Next: safeNext(r.URL.Query().Get("next")), Username: r.URL.Query().Get("username")})
+		Next: safeNext(r.URL.Query().Get("next")), Username: r.URL.Query().Get("username"), Passkeys: s.mfa.rpOK})
 }
 
 // dummy returns a password hash to check when the username is unknown, so that a wrong
@@ -339,7 +341,7 @@ func (s *server) dummy() string {
 func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	bid := s.browserID(w, r)
 	next := safeNext(r.PostForm.Get("next"))
-	page := loginPage{pageData: pageData{CSRF: s.csrfToken(bid, "login")}, Next: next, Username: r.PostForm.Get("username")}
+	page := loginPage{pageData: pageData{CSRF: s.csrfToken(bid, "login")}, Next: next, Username: r.PostForm.Get("username"), Passkeys: s.mfa.rpOK}
 	if !s.checkCSRF(r, bid, "login") {
 		page.Error = "The form expired. Please sign in again."
 		s.render(w, http.StatusForbidden, "login", page)
@@ -375,6 +377,9 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		page.Error = "Incorrect username or password."
 		s.render(w, http.StatusUnauthorized, "login", page)
 		return
+	}
+	if s.secondStep(w, r, u, next) {
+		return // a second factor (or enrolling one) comes first; the account's failures stay counted until then (mfa.go)
 	}
 	s.guard.users.reset(account)
 	if err := s.startSession(w, r, u); err != nil {

@@ -306,6 +306,9 @@ CREATE TRIGGER keys_ins AFTER INSERT ON keys BEGIN UPDATE generation SET n = n +
 CREATE TRIGGER keys_upd AFTER UPDATE ON keys BEGIN UPDATE generation SET n = n + 1; END;
 CREATE TRIGGER keys_del AFTER DELETE ON keys BEGIN UPDATE generation SET n = n + 1; END;
 `,
+	// 5: passkeys and second factors: how each session, code and grant was authenticated,
+	// per-client MFA, passkeys, TOTP, recovery codes (store_mfa.go).
+	migrationMFA,
 }
 
 // dsn builds the modernc DSN with every pragma in it, so that each pooled connection gets them.
@@ -664,16 +667,17 @@ type client struct {
 	Dynamic          bool     // registered by the app itself (RFC 7591)
 	GrantTypes       []string // grants it may use
 	RegistrationHash []byte   // SHA-256 of its RFC 7592 registration access token
+	RequireMFA       bool     // signing in to it needs a second factor (or a user-verified passkey)
 }
 
 const clientCols = "id, secret_hash, name, description, redirect_uris, scopes, public, created_at, id_token_alg, post_logout_redirect_uris, always_refresh, " +
-	"coalesce(owner_id, 0), logo_uri, client_uri, dynamic, grant_types, registration_hash"
+	"coalesce(owner_id, 0), logo_uri, client_uri, dynamic, grant_types, registration_hash, require_mfa"
 
 func scanClient(row interface{ Scan(...any) error }) (client, error) {
 	var c client
 	var uris, scopes, logout, grants string
 	err := row.Scan(&c.ID, &c.SecretHash, &c.Name, &c.Description, &uris, &scopes, &c.Public, &c.CreatedAt, &c.IDTokenAlg, &logout, &c.AlwaysRefresh,
-		&c.OwnerID, &c.LogoURI, &c.ClientURI, &c.Dynamic, &grants, &c.RegistrationHash)
+		&c.OwnerID, &c.LogoURI, &c.ClientURI, &c.Dynamic, &grants, &c.RegistrationHash, &c.RequireMFA)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, errNotFound
 	}
@@ -712,14 +716,14 @@ func clientArgs(c client) []any {
 		owner = c.OwnerID
 	}
 	return []any{c.SecretHash, c.Name, c.Description, string(uris), strings.Join(c.Scopes, " "), c.Public,
-		c.IDTokenAlg, string(logout), c.AlwaysRefresh, owner, c.LogoURI, c.ClientURI, c.Dynamic, strings.Join(c.GrantTypes, " "), c.RegistrationHash}
+		c.IDTokenAlg, string(logout), c.AlwaysRefresh, owner, c.LogoURI, c.ClientURI, c.Dynamic, strings.Join(c.GrantTypes, " "), c.RegistrationHash, c.RequireMFA}
 }
 
 const clientWriteCols = "secret_hash, name, description, redirect_uris, scopes, public, id_token_alg, post_logout_redirect_uris, always_refresh, " +
-	"owner_id, logo_uri, client_uri, dynamic, grant_types, registration_hash"
+	"owner_id, logo_uri, client_uri, dynamic, grant_types, registration_hash, require_mfa"
 
 func (st *store) createClient(ctx context.Context, c client) error {
-	_, err := st.exec(ctx, "INSERT INTO clients(id, created_at, "+clientWriteCols+") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+	_, err := st.exec(ctx, "INSERT INTO clients(id, created_at, "+clientWriteCols+") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 		append([]any{c.ID, c.CreatedAt}, clientArgs(c)...)...)
 	return mapConstraint(err)
 }
@@ -783,7 +787,8 @@ func (st *store) setClientSecret(ctx context.Context, id string, hash []byte) er
 type session struct {
 	Hash     []byte
 	User     user
-	AuthTime int64
+	AuthTime int64  // when the sign-in's last (strongest) step was done
+	AMR      string // RFC 8176 methods of the sign-in, space-separated ("pwd", "pwd otp mfa", …)
 }
 
 func (st *store) createSession(ctx context.Context, hash []byte, userID, authTime, expires int64) error {
@@ -794,10 +799,10 @@ func (st *store) createSession(ctx context.Context, hash []byte, userID, authTim
 
 // sessionByHash returns the live session with that cookie hash, with its user.
 func (st *store) sessionByHash(ctx context.Context, hash []byte, now int64) (session, error) {
-	row := st.queryRow(ctx, "SELECT s.auth_time, "+userColsU+
+	row := st.queryRow(ctx, "SELECT s.auth_time, s.amr, "+userColsU+
 		" FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.hash = ? AND s.expires_at > ? AND u.disabled = 0", hash, now)
 	s := session{Hash: hash}
-	err := row.Scan(append([]any{&s.AuthTime}, s.User.dest()...)...)
+	err := row.Scan(append([]any{&s.AuthTime, &s.AMR}, s.User.dest()...)...)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = errNotFound
 	}

@@ -258,7 +258,7 @@ func (s *server) handleAuthorizationCodeGrant(w http.ResponseWriter, r *http.Req
 			if err != nil {
 				return tokenPair{}, err
 			}
-			if resp.IDToken, err = s.idToken(r.Context(), c, u, ac.Scope, ac.AuthTime, ac.Nonce, resp.AccessToken, now); err != nil {
+			if resp.IDToken, err = s.idToken(r.Context(), c, u, ac.Scope, ac.AuthTime, ac.AMR, ac.Nonce, resp.AccessToken, now); err != nil {
 				return tokenPair{}, err
 			}
 		}
@@ -403,7 +403,7 @@ func (s *server) handleRefreshTokenGrant(w http.ResponseWriter, r *http.Request,
 			if err != nil {
 				return tokenPair{}, nil, err
 			}
-			if resp.IDToken, err = s.idToken(r.Context(), c, u, scope, t.AuthTime, "", resp.AccessToken, now); err != nil {
+			if resp.IDToken, err = s.idToken(r.Context(), c, u, scope, t.AuthTime, t.AMR, "", resp.AccessToken, now); err != nil {
 				return tokenPair{}, nil, err
 			}
 		}
@@ -427,7 +427,7 @@ func (s *server) handleRefreshTokenGrant(w http.ResponseWriter, r *http.Request,
 		if err == nil && v.IDToken == "" && hasScope(v.Scope, "openid") {
 			var u user
 			if u, err = s.store.userByID(r.Context(), res.Token.User.ID); err == nil {
-				v.IDToken, err = s.idToken(r.Context(), c, u, v.Scope, res.Token.AuthTime, "", v.AccessToken, now)
+				v.IDToken, err = s.idToken(r.Context(), c, u, v.Scope, res.Token.AuthTime, res.Token.AMR, "", v.AccessToken, now)
 			}
 		}
 		if err != nil {
@@ -489,6 +489,9 @@ func (s *server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 	if t.Kind == kindAccess {
 		resp.TokenType, resp.TokenUse = "Bearer", "access_token"
 	}
+	if t.AMR != "" { // how the user signed in (mfa.go)
+		resp.AuthTime, resp.ACR, resp.AMR = t.AuthTime, acrOf(t.AMR), amrList(t.AMR)
+	}
 	writeJSONBody(w, http.StatusOK, resp.appendJSON(make([]byte, 0, 512)))
 }
 
@@ -510,6 +513,15 @@ func (v introspection) appendJSON(b []byte) []byte {
 	b = strconv.AppendInt(append(b, `,"exp":`...), v.Exp, 10)
 	b = strconv.AppendInt(append(b, `,"iat":`...), v.Iat, 10)
 	b = appendJSONField(b, "iss", v.Iss)
+	if v.AuthTime != 0 {
+		b = strconv.AppendInt(append(b, `,"auth_time":`...), v.AuthTime, 10)
+	}
+	if v.ACR != "" {
+		b = appendJSONField(b, "acr", v.ACR)
+	}
+	if v.AMR != "" {
+		b = v.AMR.appendJSON(append(b, `,"amr":`...))
+	}
 	return append(b, '}')
 }
 
@@ -572,16 +584,19 @@ func appendJSONString(b []byte, s string) []byte {
 
 // introspection is the RFC 7662 §2.2 answer for an active token.
 type introspection struct {
-	Active    bool   `json:"active"`
-	Scope     string `json:"scope"`
-	ClientID  string `json:"client_id"`
-	Username  string `json:"username,omitempty"`
-	Sub       string `json:"sub"`
-	TokenType string `json:"token_type,omitempty"`
-	TokenUse  string `json:"token_use"`
-	Exp       int64  `json:"exp"`
-	Iat       int64  `json:"iat"`
-	Iss       string `json:"iss"`
+	Active    bool    `json:"active"`
+	Scope     string  `json:"scope"`
+	ClientID  string  `json:"client_id"`
+	Username  string  `json:"username,omitempty"`
+	Sub       string  `json:"sub"`
+	TokenType string  `json:"token_type,omitempty"`
+	TokenUse  string  `json:"token_use"`
+	Exp       int64   `json:"exp"`
+	Iat       int64   `json:"iat"`
+	Iss       string  `json:"iss"`
+	AuthTime  int64   `json:"auth_time,omitempty"`
+	ACR       string  `json:"acr,omitempty"`
+	AMR       amrList `json:"amr,omitempty"`
 }
 
 // inactive is the whole answer for an unknown, expired or revoked token (RFC 7662 §2.2).
