@@ -694,25 +694,33 @@ func (s *server) handleAdminResetMFA(w http.ResponseWriter, r *http.Request, ses
 	s.renderAdmin(w, r, sess, http.StatusOK, "", "The second factors of "+u.Username+" are removed and their sessions ended.")
 }
 
-// factorsJSON is `oauthd user mfa NAME`: one JSON object per factor.
-func factorsJSON(f factors) []map[string]any {
-	var out []map[string]any
+// factorJSON is one line of `oauthd user mfa NAME`: a factor, never a secret.
+type factorJSON struct {
+	Type      string `json:"type"` // passkey, totp or recovery_codes
+	ID        int64  `json:"id,omitempty"`
+	Name      string `json:"name,omitempty"`
+	Kind      string `json:"kind,omitempty"` // a passkey's: synced or device-bound
+	CreatedAt int64  `json:"created_at,omitempty"`
+	LastUsed  int64  `json:"last_used,omitempty"`
+	Confirmed *bool  `json:"confirmed,omitempty"` // totp: false while enrolment waits for its first code
+	Left      int    `json:"left,omitempty"`      // recovery codes not yet used
+}
+
+// factorsJSON lists a user's factors for the CLI.
+func factorsJSON(f factors) []factorJSON {
+	var out []factorJSON
 	for _, p := range f.Passkeys {
 		kind := "device-bound"
 		if p.Flags&flagBE != 0 {
 			kind = "synced"
 		}
-		m := map[string]any{"type": "passkey", "id": p.ID, "name": p.Name, "created_at": p.CreatedAt, "kind": kind}
-		if p.LastUsed != 0 {
-			m["last_used"] = p.LastUsed
-		}
-		out = append(out, m)
+		out = append(out, factorJSON{Type: "passkey", ID: p.ID, Name: p.Name, Kind: kind, CreatedAt: p.CreatedAt, LastUsed: p.LastUsed})
 	}
 	if f.TOTP || f.TOTPPending {
-		out = append(out, map[string]any{"type": "totp", "created_at": f.TOTPCreatedAt, "confirmed": f.TOTP})
+		out = append(out, factorJSON{Type: "totp", CreatedAt: f.TOTPCreatedAt, Confirmed: &f.TOTP})
 	}
 	if f.RecoveryLeft > 0 {
-		out = append(out, map[string]any{"type": "recovery_codes", "left": f.RecoveryLeft})
+		out = append(out, factorJSON{Type: "recovery_codes", Left: f.RecoveryLeft})
 	}
 	return out
 }
