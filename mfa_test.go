@@ -410,7 +410,9 @@ func TestFactorsEndSessions(t *testing.T) {
 	b.enrolTOTP()
 	ts.clock.Advance(time.Minute)
 	for _, change := range []func(){
-		func() { ts.s.store.setPassword(context.Background(), "alice", ts.addUser("tmp"+newSecret()[:6], "correct horse battery").PasswordHash) },
+		func() {
+			ts.s.store.setPassword(context.Background(), "alice", ts.addUser("tmp"+newSecret()[:6], "correct horse battery").PasswordHash)
+		},
 		func() { ts.s.store.setDisabled(context.Background(), "alice", true) },
 	} {
 		x := ts.browser("alice", "correct horse battery")
@@ -468,4 +470,3 @@ func TestMigrationMFA(t *testing.T) {
 		t.Errorf("introspection without amr = %s", got)
 	}
 }
-
