@@ -332,9 +332,9 @@ func (s *server) handleFactor(w http.ResponseWriter, r *http.Request) {
 	}
 	account, from := strings.ToLower(u.Username), s.sourceAddr(r)
 	method := r.PostForm.Get("method")
-	if d := s.guard.users.wait(account, now); d > 0 {
+	if d := max(s.guard.users.wait(account, now), s.guard.addrs.wait(from, now)); d > 0 {
 		w.Header().Set("Retry-After", retryAfter(d))
-		s.renderFactor(w, r, p, http.StatusTooManyRequests, method, "Too many failed sign-ins for this account. Try again in "+waitText(d)+".")
+		s.renderFactor(w, r, p, http.StatusTooManyRequests, method, "Too many failed sign-ins for this account or from your network. Try again in "+waitText(d)+".")
 		return
 	}
 	tok := newSecret()

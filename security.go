@@ -110,7 +110,7 @@ func (s *server) renderSecurity(w http.ResponseWriter, r *http.Request, a actor,
 		next = safeNext(a.Pend.Next)
 	}
 	page := securityPage{pageData: a.pageData(s), Enrol: a.Pend != nil, Need: r.FormValue("need") == "mfa", Next: next,
-		PasskeysOK: s.mfa.rpOK, RPWarning: passkeyWarning(s.cfg.Issuer), TOTPOffered: s.cfg.MFA != mfaOff,
+		PasskeysOK: s.mfa.rpOK, RPWarning: sentence(errors.New(passkeyWarning(s.cfg.Issuer))), TOTPOffered: s.cfg.MFA != mfaOff,
 		Passkeys: f.Passkeys, TOTP: f.TOTP, RecoveryLeft: f.RecoveryLeft, HasFactor: f.any(),
 		MustStepUp: a.Pend == nil && f.any() && !amrHas(a.Sess.AMR, "mfa"), Required: s.policyNeedsMFA(a.User),
 		Notice: notice, Error: errMsg}

@@ -627,7 +627,7 @@ func TestPasskeyIPIssuer(t *testing.T) {
 	}
 	b.login()
 	sec := b.get("/account/security")
-	if !strings.Contains(sec.Body, "passkeys are unavailable") || !strings.Contains(sec.Body, "-issuer http://localhost:8080") ||
+	if !strings.Contains(sec.Body, "Passkeys are unavailable") || !strings.Contains(sec.Body, "-issuer http://localhost:8080") ||
 		!strings.Contains(sec.Body, "Set up an authenticator app") {
 		t.Errorf("security page on an IP issuer: %s", sec.Body)
 	}
