@@ -38,6 +38,8 @@ type strikes struct {
 	n     int
 	last  time.Time // the last failure
 	until time.Time // no attempt before this
+	// undoUntil is until before the latest try: an undo restores it.
+	undoUntil time.Time
 }
 
 // maxBackoffKeys bounds the memory an attacker can make the table use (about 100 bytes a key).
@@ -87,23 +89,27 @@ func (b *backoff) try(key string, now time.Time) time.Duration {
 	key = shortKey(key)
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	var prev time.Time
 	if s := b.m[key]; s != nil && now.Sub(s.last) < b.forget {
 		if d := s.until.Sub(now); d > 0 {
 			return d
 		}
+		prev = s.until
 	}
 	b.record(key, now)
+	b.m[key].undoUntil = prev
 	return 0
 }
 
-// undo takes back one attempt that try counted and that succeeded; the wait already running
-// stays (another attempt may have failed meanwhile).
+// undo takes back one attempt that try counted and that succeeded, with the wait it started
+// (the latest try's; another attempt's failure meanwhile keeps its own count).
 func (b *backoff) undo(key string) {
 	key = shortKey(key)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if s := b.m[key]; s != nil && s.n > 0 {
 		s.n--
+		s.until = s.undoUntil // the wait this attempt started goes with it
 		if s.n == 0 {
 			b.drop(key)
 		}

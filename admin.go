@@ -19,6 +19,7 @@ type adminPage struct {
 	pageData
 	Users         []user
 	Groups        map[int64][]string // each user's groups (groups.go)
+	Factors       map[int64]int      // second factors per user id (mfa.go)
 	Error, Notice string
 	Mail          bool // invitations can be mailed
 }
@@ -57,11 +58,15 @@ func (s *server) renderAdmin(w http.ResponseWriter, r *http.Request, sess sessio
 	if err == nil {
 		groups, err = s.store.groupsByUser(r.Context())
 	}
+	var factors map[int64]int
+	if err == nil {
+		factors, err = s.store.factorCounts(r.Context())
+	}
 	if err != nil {
 		s.serverErrorPage(w, r, err)
 		return
 	}
-	s.render(w, status, "admin_users", adminPage{pageData: s.pageData(sess, "admin"), Users: users, Groups: groups, Error: errMsg, Notice: notice, Mail: s.mail != nil})
+	s.render(w, status, "admin_users", adminPage{pageData: s.pageData(sess, "admin"), Users: users, Groups: groups, Factors: factors, Error: errMsg, Notice: notice, Mail: s.mail != nil})
 }
 
 // handleAdminUsers lists users with the administrator's actions.
@@ -202,8 +207,10 @@ func (s *server) handleAdminUserAction(w http.ResponseWriter, r *http.Request) {
 		}
 		s.render(w, http.StatusOK, "link", linkPage{pageData: data, Title: "Password reset link for " + u.Username,
 			Link: s.cfg.Issuer + "/reset?token=" + tok, What: what})
+	case "mfa-reset":
+		s.handleAdminResetMFA(w, r, sess, u)
 	default:
-		s.errorPage(w, http.StatusNotFound, "Unknown action", "The action must be disable, enable or reset.")
+		s.errorPage(w, http.StatusNotFound, "Unknown action", "The action must be disable, enable, reset or mfa-reset.")
 	}
 }
 

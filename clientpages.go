@@ -37,6 +37,7 @@ type clientForm struct {
 	GroupsShown                         bool          // an administrator: the allow-list can be edited
 	Groups                              []groupChoice // the allow-list as checkboxes (groups_admin.go)
 	AllowGroups                         []string      // the allow-list, shown to a non-admin owner
+	RequireMFA                          bool          // the administrator's "require a second factor" box
 }
 
 // errNoGrant is a register/edit form with no grant ticked.
@@ -130,7 +131,7 @@ func (s *server) echoClientForm(sess session, f url.Values) clientForm {
 	return clientForm{pageData: s.pageData(sess, "client"), Name: f.Get("name"), Description: f.Get("description"),
 		RedirectURIs: f.Get("redirect_uris"), Scope: f.Get("scope"), LogoURI: f.Get("logo_uri"), ClientURI: f.Get("client_uri"),
 		Public: f.Get("type") == "public", PostLogoutURIs: f.Get("post_logout_redirect_uris"), AlwaysRefresh: f.Get("always_refresh") == "on",
-		Code: f.Get("grant_code") == "on", ClientCredentials: f.Get("grant_client_credentials") == "on", Device: f.Get("grant_device") == "on"}
+		Code: f.Get("grant_code") == "on", ClientCredentials: f.Get("grant_client_credentials") == "on", Device: f.Get("grant_device") == "on", RequireMFA: f.Get("require_mfa") == "on"}
 }
 
 // refuseClientForm answers a register/edit form that was not saved: an expired form (403) or
@@ -202,6 +203,7 @@ func (s *server) handleClientRegister(w http.ResponseWriter, r *http.Request) {
 	if len(sp.GrantTypes) > 0 {
 		c, err = sp.build()
 	}
+	sp.RequireMFA = adminRequireMFA(sess, f)
 	if err == nil {
 		err = s.checkScopesFor(r, sess, sp.Scope)
 	}
@@ -286,7 +288,7 @@ func (s *server) handleClientEditPage(w http.ResponseWriter, r *http.Request) {
 		LogoURI: c.LogoURI, ClientURI: c.ClientURI, Public: c.Public, PostLogoutURIs: strings.Join(c.PostLogoutURIs, "\n"),
 		AlwaysRefresh: c.AlwaysRefresh, Code: slices.Contains(c.GrantTypes, grantAuthorizationCode),
 		ClientCredentials: slices.Contains(c.GrantTypes, grantClientCredentials), Device: slices.Contains(c.GrantTypes, grantDeviceCode),
-		AllowGroups: c.AllowGroups}
+		AllowGroups: c.AllowGroups, RequireMFA: c.RequireMFA}
 	if s.withGroups(w, r, sess, &page, c.AllowGroups) {
 		s.render(w, http.StatusOK, "client_form", page)
 	}
@@ -320,6 +322,7 @@ func (s *server) handleClientEdit(w http.ResponseWriter, r *http.Request) {
 	if len(sp.GrantTypes) > 0 {
 		err = sp.apply(&c)
 	}
+	sp.RequireMFA = adminRequireMFA(sess, f)
 	if err == nil {
 		err = s.checkScopesFor(r, sess, sp.Scope)
 	}

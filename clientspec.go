@@ -20,7 +20,8 @@ type clientSpec struct {
 	Public, AlwaysRefresh, Dynamic bool
 	IDTokenAlg, LogoURI, ClientURI string
 	OwnerID                        int64
-	Vetted                         bool // an administrator creates it (set by build only: editing never vets)
+	Vetted                         bool  // an administrator creates it (set by build only: editing never vets)
+	RequireMFA                     *bool // nil keeps the client's setting (dynamic registration cannot change it)
 }
 
 // specError is a validation failure; Redirect marks redirect URI problems, which RFC 7591
@@ -108,6 +109,9 @@ func (sp clientSpec) apply(c *client) error {
 	c.IDTokenAlg, c.AlwaysRefresh, c.LogoURI, c.ClientURI, c.Dynamic = alg, sp.AlwaysRefresh, sp.LogoURI, sp.ClientURI, sp.Dynamic
 	if sp.OwnerID != 0 {
 		c.OwnerID = sp.OwnerID
+	}
+	if sp.RequireMFA != nil {
+		c.RequireMFA = *sp.RequireMFA
 	}
 	return nil
 }

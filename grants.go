@@ -166,7 +166,7 @@ func (s *server) handleDeviceCodeGrant(w http.ResponseWriter, r *http.Request, c
 			if err != nil {
 				return tokenPair{}, err
 			}
-			if resp.IDToken, err = s.idToken(r.Context(), c, u, d.Scope, d.AuthTime, "", resp.AccessToken, now); err != nil {
+			if resp.IDToken, err = s.idToken(r.Context(), c, u, d.Scope, d.AuthTime, d.AMR, "", resp.AccessToken, now); err != nil {
 				return tokenPair{}, err
 			}
 		}
@@ -297,6 +297,10 @@ func (s *server) handleDevice(w http.ResponseWriter, r *http.Request) {
 	c, err := s.store.clientByID(r.Context(), d.ClientID)
 	if err != nil {
 		s.serverErrorPage(w, r, err)
+		return
+	}
+	if s.needsMFA(sess.User, c, "") && !amrHas(sess.AMR, "mfa") { // mfa.go
+		s.stepUp(w, r, sess, "/device?user_code="+url.QueryEscape(page.UserCode))
 		return
 	}
 	req := authRequest{ClientID: c.ID, Scopes: strings.Fields(d.Scope), DeviceHash: hash}

@@ -91,7 +91,8 @@ const usage = `oauthd: a single-binary OAuth 2 authorization server.
   oauthd group add NAME [-description TEXT] | del NAME | list | members NAME
   oauthd group add-member|remove-member GROUP USER... | claim GROUP [KEY=JSON ...]
   oauthd client add -name NAME -redirect-uri URI [-redirect-uri URI ...] [-public] [-scope "a b"] [-description TEXT]
-                    [-post-logout-redirect-uri URI ...] [-id-token-alg RS256|ES256] [-always-refresh] [-allow-group NAME ...]
+                    [-post-logout-redirect-uri URI ...] [-id-token-alg RS256|ES256] [-always-refresh] [-allow-group NAME ...] [-require-mfa]
+  oauthd user mfa NAME | mfa-reset NAME [-db PATH]  a user's second factors: list them, or remove them all
   oauthd client list | del ID | rotate-secret ID    (each takes -db PATH)
   oauthd keys rotate | list [-db PATH]              ID token signing keys
   oauthd registration-token create [-ttl 24h] [-uses 1] [-scope "a b"] [-grant client_credentials] [-db PATH]
@@ -158,6 +159,7 @@ func serveConfig(args []string, stderr io.Writer, getenv func(string) string) (c
 	fs.StringVar(&cfg.Name, "name", "oauthd", "the instance's name, shown on every page (titles, header, consent) and in mail")
 	fs.StringVar(&cfg.Logo, "logo", "", "path of a PNG or SVG logo (at most 256 KiB) shown on every page and as the favicon")
 	fs.BoolVar(&cfg.AllowNetFS, "allow-network-fs", false, "serve a database on a network file system (NFS, SMB/CIFS) despite its unreliable locking")
+	fs.StringVar(&cfg.MFA, "mfa", cfg.MFA, "second factors: off, optional (asked of users who have one), required (every user) or admins (administrators must have one)")
 	var names []string
 	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
 	if err := parseFlags(fs, args, getenv, names...); err != nil {
@@ -177,6 +179,9 @@ func serveConfig(args []string, stderr io.Writer, getenv func(string) string) (c
 	}
 	if !slices.Contains([]string{registrationOff, registrationToken, registrationOpen}, cfg.Registration) {
 		return cfg, nil, usageError("-registration %q: want off, token or open", cfg.Registration)
+	}
+	if !slices.Contains([]string{mfaOff, mfaOptional, mfaRequired, mfaAdmins}, cfg.MFA) {
+		return cfg, nil, usageError("-mfa %q: want off, optional, required or admins", cfg.MFA)
 	}
 	if cfg.RefreshGrace < 0 {
 		return cfg, nil, usageError("-refresh-grace must not be negative")
@@ -371,7 +376,7 @@ func printJSON(w io.Writer, v any) error {
 // runUser is `oauthd user add|list|del|passwd`.
 func runUser(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) error {
 	if len(args) == 0 {
-		return usageError("user: want add, list, del, passwd, set or claim")
+		return usageError("user: want add, list, del, passwd, set, claim, mfa or mfa-reset")
 	}
 	switch args[0] {
 	case "set":
@@ -393,10 +398,10 @@ func runUser(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if err != nil {
 		return err
 	}
-	nargs := map[string]int{"add": 1, "list": 0, "del": 1, "passwd": 1}
+	nargs := map[string]int{"add": 1, "list": 0, "del": 1, "passwd": 1, "mfa": 1, "mfa-reset": 1}
 	want, ok := nargs[args[0]]
 	if !ok {
-		return usageError("user: unknown command %q (want add, list, del, passwd, set or claim)", args[0])
+		return usageError("user: unknown command %q (want add, list, del, passwd, set, claim, mfa or mfa-reset)", args[0])
 	}
 	if len(pos) != want {
 		return usageError("user %s takes %d argument(s), got %d", args[0], want, len(pos))
@@ -463,6 +468,8 @@ func runUser(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		}
 		fmt.Fprintf(stderr, "deleted user %s with their sessions, consents and tokens\n", name)
 		return nil
+	case "mfa", "mfa-reset":
+		return runUserMFA(ctx, st, args[0], name, stdout, stderr)
 	default: // passwd
 		if _, err := st.userByName(ctx, name); errors.Is(err, errNotFound) {
 			return fmt.Errorf("no user %q", name)
@@ -548,13 +555,14 @@ type clientJSON struct {
 	ClientURI     string   `json:"client_uri,omitempty"`
 	Dynamic       bool     `json:"dynamic,omitempty"`
 	AllowGroups   []string `json:"allow_groups,omitempty"` // only their members may use it; none: every user
+	RequireMFA    bool     `json:"require_mfa,omitempty"`
 }
 
 func toClientJSON(c client) clientJSON {
 	return clientJSON{ClientID: c.ID, Name: c.Name, Description: c.Description,
 		RedirectURIs: c.RedirectURIs, Scope: strings.Join(c.Scopes, " "), Public: c.Public, CreatedAt: c.CreatedAt,
 		PostLogout: c.PostLogoutURIs, IDTokenAlg: c.IDTokenAlg, AlwaysRefresh: c.AlwaysRefresh, GrantTypes: c.GrantTypes,
-		LogoURI: c.LogoURI, ClientURI: c.ClientURI, Dynamic: c.Dynamic, AllowGroups: c.AllowGroups}
+		LogoURI: c.LogoURI, ClientURI: c.ClientURI, Dynamic: c.Dynamic, AllowGroups: c.AllowGroups, RequireMFA: c.RequireMFA}
 }
 
 // runClient is `oauthd client add|list|del|rotate-secret`.
@@ -579,6 +587,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer, get
 		fs.Var(&grants, "grant", "a grant the client may use: authorization_code, refresh_token, client_credentials, device_code (repeat; default authorization_code with refresh_token)")
 		fs.StringVar(&sp.LogoURI, "logo-uri", "", "https URL of a logo shown on the consent page")
 		fs.StringVar(&sp.ClientURI, "homepage", "", "https URL of the application's homepage")
+		sp.RequireMFA = fs.Bool("require-mfa", false, "signing in to this application needs a second factor or a user-verified passkey")
 	}
 	if err := parseFlags(fs, args[1:], getenv, "db"); err != nil {
 		return err
@@ -669,6 +678,7 @@ func runBackup(ctx context.Context, args []string, stdout io.Writer, getenv func
 		return err
 	}
 	fmt.Fprintf(stdout, "backed up %s to %s\n", *db, fs.Arg(0))
+	fmt.Fprintln(stdout, backupKeyNote(*db))
 	return nil
 }
 

@@ -46,6 +46,7 @@ type config struct {
 	MailFrom           string        // the sender of mail (-mail-from)
 	Name               string        // the instance's name on every page and in mail (-name)
 	Logo               string        // path of a PNG or SVG logo shown on every page (-logo)
+	MFA                string        // second factors: off, optional, required or admins (mfa.go)
 
 	KeyGen func(alg string) (crypto.Signer, error) // makes signing keys; nil means generateKey
 	FSType func(dir string) (int64, error)         // statfs f_type of a directory; nil means statfsType
@@ -67,6 +68,7 @@ func defaultConfig() config {
 		Registration:  registrationToken,
 		LogFormat:     "text",
 		UserApps:      true,
+		MFA:           mfaOptional,
 	}
 }
 
@@ -94,6 +96,7 @@ type server struct {
 	forgotAccounts *limiter // "forgot password" requests per account named
 	registrations  *limiter // open dynamic registrations per source address
 	guard          guards   // brute-force backoff and the password-hashing bound
+	mfa            mfaState // passkeys and TOTP (mfa.go)
 
 	hostWarned atomic.Bool // a request arrived for another host than the issuer's (warned once)
 
@@ -147,6 +150,7 @@ func newServer(ctx context.Context, cfg config, st *store, log *slog.Logger) (*s
 		forgotAccounts: newLimiter(3, time.Hour),
 		registrations:  newLimiter(20, time.Hour),
 		guard:          newGuards(proxies),
+		mfa:            newMFAState(cfg, key),
 	}
 	gen := cfg.KeyGen
 	if gen == nil {
@@ -258,6 +262,24 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("GET /reset", s.handleResetPage)
 	mux.Handle("POST /reset", s.form(s.handleReset))
 	mux.HandleFunc("GET /healthz", s.handleHealthz)
+	// Passkeys and second factors (mfa.go, security.go).
+	mux.HandleFunc("GET /login/factor", s.handleFactorPage)
+	mux.Handle("POST /login/factor", s.form(s.handleFactor))
+	mux.Handle("POST /login/passkey", s.form(s.handlePasskeyLogin))
+	mux.HandleFunc("GET /webauthn/options", s.handleWebAuthnOptions)
+	mux.HandleFunc("GET /account/security", s.handleSecurityPage)
+	mux.Handle("POST /account/security/stepup", s.form(s.handleSecurityStepUp))
+	mux.Handle("POST /account/security/totp", s.form(s.handleTOTPStart))
+	mux.Handle("POST /account/security/totp/confirm", s.form(s.handleTOTPConfirm))
+	mux.HandleFunc("GET /account/security/totp/delete", s.handleConfirmPage)
+	mux.Handle("POST /account/security/totp/delete", s.form(s.handleConfirmed))
+	mux.Handle("POST /account/security/passkeys", s.form(s.handlePasskeyAdd))
+	mux.Handle("POST /account/security/passkeys/{id}/rename", s.form(s.handlePasskeyRename))
+	mux.HandleFunc("GET /account/security/passkeys/{id}/delete", s.handleConfirmPage)
+	mux.Handle("POST /account/security/passkeys/{id}/delete", s.form(s.handleConfirmed))
+	mux.HandleFunc("GET /account/security/recovery", s.handleConfirmPage)
+	mux.Handle("POST /account/security/recovery", s.form(s.handleConfirmed))
+	mux.Handle("POST /account/security/recovery/download", s.form(s.handleRecoveryDownload))
 	return s.headers(s.watchHost(s.logRefusals(http.MaxBytesHandler(s.pagesFor404(mux), maxBody))))
 }
 
@@ -724,6 +746,15 @@ func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		s.redirectToLogin(w, r, next, q.Get("login_hint"))
 		return
 	}
+	// The client, acr_values or -mfa may need two factors where this session proved one (mfa.go).
+	if s.needsMFA(sess.User, c, q.Get("acr_values")) && !amrHas(sess.AMR, "mfa") {
+		if slices.Contains(prompt, "none") {
+			fail(errLoginRequired, "this request needs a second factor, which needs the user")
+			return
+		}
+		s.stepUp(w, r, sess, r.URL.Path+"?"+q.Encode())
+		return
+	}
 	// Per-app access (groups.go): an outsider gets no consent, code or token.
 	if slices.Contains(prompt, "none") && len(c.AllowGroups) > 0 {
 		if ok, err := s.mayUse(r.Context(), sess.User, c); err != nil {
@@ -810,7 +841,7 @@ func (s *server) issueCode(w http.ResponseWriter, r *http.Request, req authReque
 	err := s.store.issueCode(r.Context(), tokenKey(code), authCode{
 		ClientID: req.ClientID, UserID: sess.User.ID, RedirectURI: req.RedirectURI, RedirectGiven: req.RedirectGiven,
 		Scope: strings.Join(req.Scopes, " "), CodeChallenge: req.CodeChallenge, Nonce: req.Nonce,
-		AuthTime: sess.AuthTime, ExpiresAt: now.Add(s.cfg.CodeTTL).Unix(),
+		AuthTime: sess.AuthTime, AMR: sess.AMR, ExpiresAt: now.Add(s.cfg.CodeTTL).Unix(),
 	}, sess.Hash, consent, now.Unix())
 	switch {
 	case errors.Is(err, errSessionEnded):
@@ -950,7 +981,7 @@ func (s *server) handleConsent(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if req.DeviceHash != nil {
-		err := s.store.decideDevice(r.Context(), req.DeviceHash, sess.Hash, sess.User.ID, sess.AuthTime, decision == "allow", req.Scopes, s.now().Unix())
+		err := s.store.decideDevice(r.Context(), req.DeviceHash, sess.Hash, sess.User.ID, sess.AuthTime, sess.AMR, decision == "allow", req.Scopes, s.now().Unix())
 		if errors.Is(err, errSessionEnded) {
 			s.errorPage(w, http.StatusForbidden, "Session ended", "You were signed out (or your password was changed) before this was recorded. Start again on the device.")
 			return

@@ -19,7 +19,7 @@ var builtinScopes = []string{"openid", "profile", "email", "offline_access", "gr
 
 // claimsSupported are the claims oauthd can put in ID tokens and UserInfo answers.
 var claimsSupported = []string{"sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "azp",
-	"name", "preferred_username", "updated_at", "email", "email_verified", "groups"}
+	"name", "preferred_username", "updated_at", "email", "email_verified", "groups", "amr", "acr"}
 
 // metadata is the one source of both discovery documents: RFC 8414 authorization server
 // metadata and OpenID Connect Discovery 1.0 §3.
@@ -51,6 +51,7 @@ func (s *server) metadata(ctx context.Context) (map[string]any, error) {
 		"revocation_endpoint_auth_methods_supported":     authMethods,
 		"scopes_supported":                               normScopes(append(scopes, builtinScopes...)),
 		"claims_supported":                               claimsSupported,
+		"acr_values_supported":                           []string{acrPwd, acrMFA},
 		"prompt_values_supported":                        []string{"none", "login", "consent", "select_account"},
 		"claims_parameter_supported":                     false,
 		"request_parameter_supported":                    false,
@@ -114,7 +115,7 @@ func userClaims(u user, scope string, into map[string]any) {
 }
 
 // idToken signs an ID token (OIDC Core §2, §3.1.3.6) with the client's algorithm.
-func (s *server) idToken(ctx context.Context, c client, u user, scope string, authTime int64, nonce, accessToken string, now time.Time) (string, error) {
+func (s *server) idToken(ctx context.Context, c client, u user, scope string, authTime int64, amr, nonce, accessToken string, now time.Time) (string, error) {
 	alg := c.IDTokenAlg
 	if alg == "" {
 		alg = "RS256"
@@ -132,6 +133,7 @@ func (s *server) idToken(ctx context.Context, c client, u user, scope string, au
 	if nonce != "" {
 		claims["nonce"] = nonce
 	}
+	amrClaims(amr, claims)
 	userClaims(u, scope, claims)
 	if err := s.releaseClaims(ctx, u.ID, scope, claims); err != nil {
 		return "", err

@@ -90,6 +90,9 @@ func configWarnings(cfg config, listen string) []string {
 	if host, _, err := net.SplitHostPort(listen); err == nil && u.Scheme == "http" && !isLoopbackName(host) {
 		out = append(out, fmt.Sprintf("listening on %s (not loopback) with an http issuer: anyone on the network can reach the login page without TLS", listen))
 	}
+	if w := passkeyWarning(cfg.Issuer); w != "" {
+		out = append(out, w)
+	}
 	return out
 }
 

@@ -50,10 +50,11 @@ func TestConfigWarnings(t *testing.T) {
 		want           []string
 	}{
 		{"https://auth.example", "0.0.0.0:443", nil},
-		{"http://127.0.0.1:8080", "127.0.0.1:8080", nil},
+		{"http://127.0.0.1:8080", "127.0.0.1:8080", []string{"passkeys are unavailable"}},
 		{"http://localhost:8080", "[::1]:8080", nil},
 		{"http://auth.example", "127.0.0.1:8080", []string{"clear text"}},
-		{"http://127.0.0.1:8080", "0.0.0.0:8080", []string{"not loopback"}},
+		{"http://127.0.0.1:8080", "0.0.0.0:8080", []string{"not loopback", "use a host name (-issuer http://localhost:8080"}},
+		{"https://[2001:db8::1]", "[::]:443", []string{"IP address"}},
 		{"http://auth.example", "[::]:80", []string{"clear text", "not loopback"}},
 	} {
 		got := configWarnings(config{Issuer: tt.issuer}, tt.listen)

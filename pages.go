@@ -29,11 +29,12 @@ var templateFS embed.FS
 // parsePages parses each page together with the base layout, once, at start.
 func parsePages(site, logoURL string) map[string]*template.Template {
 	pages := map[string]*template.Template{}
-	funcs := template.FuncMap{"date": date, "join": strings.Join,
+	funcs := template.FuncMap{"date": date, "join": strings.Join, "synced": func(f byte) bool { return f&flagBE != 0 },
 		"site": func() string { return site }, "logo": func() string { return logoURL }}
 	for _, name := range []string{"login", "consent", "error", "newaccount", "home", "account", "logout", "message", "device",
 		"client_form", "clients", "client_secret", "client_delete", "connections", "admin_users", "link", "reset", "confirm", "redirect_error", "forgot",
-		"groups", "groups_edit", "groups_delete", "groups_noaccess", "admin_user"} {
+		"groups", "groups_edit", "groups_delete", "groups_noaccess", "admin_user",
+		"security", "security_totp", "security_codes", "security_confirm", "security_factor"} {
 		pages[name] = template.Must(template.New("base.html").Funcs(funcs).ParseFS(templateFS, "templates/base.html", "templates/"+name+".html"))
 	}
 	return pages
@@ -129,7 +130,7 @@ func (s *server) form(h http.HandlerFunc) http.Handler {
 
 // handleStatic serves the stylesheet and the one small script (the copy buttons).
 func (s *server) handleStatic(w http.ResponseWriter, r *http.Request) {
-	types := map[string]string{"style.css": "text/css; charset=utf-8", "copy.js": "text/javascript; charset=utf-8"}
+	types := map[string]string{"style.css": "text/css; charset=utf-8", "copy.js": "text/javascript; charset=utf-8", "webauthn.js": "text/javascript; charset=utf-8"}
 	name := r.PathValue("name")
 	ct, ok := types[name]
 	if !ok {
@@ -331,13 +332,14 @@ func (s *server) handleHome(w http.ResponseWriter, r *http.Request) {
 type loginPage struct {
 	pageData
 	Next, Username, Error string
+	Passkeys              bool // offer "Sign in with a passkey" (mfa.go)
 }
 
 // handleLoginPage shows the login form.
 func (s *server) handleLoginPage(w http.ResponseWriter, r *http.Request) {
 	bid := s.browserID(w, r)
 	s.render(w, http.StatusOK, "login", loginPage{pageData: pageData{CSRF: s.csrfToken(bid, "login")},
-		Next: safeNext(r.URL.Query().Get("next")), Username: r.URL.Query().Get("username")})
+		Next: safeNext(r.URL.Query().Get("next")), Username: r.URL.Query().Get("username"), Passkeys: s.mfa.rpOK})
 }
 
 // dummy returns a password hash to check when the username is unknown, so that a wrong
@@ -353,7 +355,7 @@ func (s *server) dummy() string {
 func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	bid := s.browserID(w, r)
 	next := safeNext(r.PostForm.Get("next"))
-	page := loginPage{pageData: pageData{CSRF: s.csrfToken(bid, "login")}, Next: next, Username: r.PostForm.Get("username")}
+	page := loginPage{pageData: pageData{CSRF: s.csrfToken(bid, "login")}, Next: next, Username: r.PostForm.Get("username"), Passkeys: s.mfa.rpOK}
 	if !s.checkCSRF(r, bid, "login") {
 		page.Error = "The form expired. Please sign in again."
 		s.render(w, http.StatusForbidden, "login", page)
@@ -413,8 +415,14 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		s.render(w, http.StatusUnauthorized, "login", page)
 		return
 	}
-	s.guard.users.reset(ukey)
+	// The password was right: this attempt is taken back, earlier failures stay until the
+	// second factor succeeds too.
+	s.guard.users.undo(ukey)
 	s.guard.addrs.undo(fromKey)
+	if s.secondStep(w, r, u, next) {
+		return // a second factor (or enrolling one) comes first; the account's failures stay counted until then (mfa.go)
+	}
+	s.guard.users.reset(ukey)
 	if err := s.startSession(w, r, u); errors.Is(err, errNotFound) {
 		// The password checked was replaced (a reset) or the account disabled meanwhile.
 		s.log.Info("login failed: the password changed during the sign-in", "user", u.Username, "from", from)

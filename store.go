@@ -370,6 +370,9 @@ CREATE TRIGGER group_claims_ins AFTER INSERT ON group_claims BEGIN UPDATE genera
 CREATE TRIGGER group_claims_upd AFTER UPDATE ON group_claims BEGIN UPDATE generation SET n = n + 1; END;
 CREATE TRIGGER group_claims_del AFTER DELETE ON group_claims BEGIN UPDATE generation SET n = n + 1; END;
 `,
+	// 7: passkeys and second factors: how each session, code and grant was authenticated,
+	// per-client MFA, passkeys, TOTP, recovery codes (store_mfa.go).
+	migrationMFA,
 }
 
 // dsn builds the modernc DSN with every pragma in it, so that each pooled connection gets them.
@@ -759,16 +762,17 @@ type client struct {
 	RegGrants        []string // dynamic clients: the grants their initial access token opened
 	Vetted           bool     // created by an administrator (CLI or admin pages): may redirect an anonymous visitor
 	AllowGroups      []string // groups whose members may use it, sorted; none: every user (groups.go)
+	RequireMFA       bool     // signing in to it needs a second factor (or a user-verified passkey)
 }
 
 const clientCols = "id, secret_hash, name, description, redirect_uris, scopes, public, created_at, id_token_alg, post_logout_redirect_uris, always_refresh, " +
-	"coalesce(owner_id, 0), logo_uri, client_uri, dynamic, grant_types, registration_hash, reg_scopes, reg_grants, vetted, " + clientGroupsCol
+	"coalesce(owner_id, 0), logo_uri, client_uri, dynamic, grant_types, registration_hash, reg_scopes, reg_grants, vetted, require_mfa, " + clientGroupsCol
 
 func scanClient(row interface{ Scan(...any) error }) (client, error) {
 	var c client
 	var uris, scopes, logout, grants, regScopes, regGrants, allow string
 	err := row.Scan(&c.ID, &c.SecretHash, &c.Name, &c.Description, &uris, &scopes, &c.Public, &c.CreatedAt, &c.IDTokenAlg, &logout, &c.AlwaysRefresh,
-		&c.OwnerID, &c.LogoURI, &c.ClientURI, &c.Dynamic, &grants, &c.RegistrationHash, &regScopes, &regGrants, &c.Vetted, &allow)
+		&c.OwnerID, &c.LogoURI, &c.ClientURI, &c.Dynamic, &grants, &c.RegistrationHash, &regScopes, &regGrants, &c.Vetted, &c.RequireMFA, &allow)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, errNotFound
 	}
@@ -810,11 +814,11 @@ func clientArgs(c client) []any {
 	}
 	return []any{c.SecretHash, c.Name, c.Description, string(uris), strings.Join(c.Scopes, " "), c.Public,
 		c.IDTokenAlg, string(logout), c.AlwaysRefresh, owner, c.LogoURI, c.ClientURI, c.Dynamic, strings.Join(c.GrantTypes, " "), c.RegistrationHash,
-		strings.Join(c.RegScopes, " "), strings.Join(c.RegGrants, " "), c.Vetted}
+		strings.Join(c.RegScopes, " "), strings.Join(c.RegGrants, " "), c.Vetted, c.RequireMFA}
 }
 
 const clientWriteCols = "secret_hash, name, description, redirect_uris, scopes, public, id_token_alg, post_logout_redirect_uris, always_refresh, " +
-	"owner_id, logo_uri, client_uri, dynamic, grant_types, registration_hash, reg_scopes, reg_grants, vetted"
+	"owner_id, logo_uri, client_uri, dynamic, grant_types, registration_hash, reg_scopes, reg_grants, vetted, require_mfa"
 
 // insertClientSQL inserts a client: its id, its age and the clientWriteCols.
 var insertClientSQL = "INSERT INTO clients(id, created_at, " + clientWriteCols + ") VALUES(?, ?" +
@@ -889,7 +893,8 @@ func (st *store) setClientSecret(ctx context.Context, id string, hash []byte) er
 type session struct {
 	Hash     []byte
 	User     user
-	AuthTime int64
+	AuthTime int64  // when the sign-in's last (strongest) step was done
+	AMR      string // RFC 8176 methods of the sign-in, space-separated ("pwd", "pwd otp mfa", …)
 }
 
 // createSession starts a session for u, whose password was just checked against
@@ -924,10 +929,10 @@ func (st *store) liveSession(ctx context.Context, tx *sql.Tx, sessionHash []byte
 
 // sessionByHash returns the live session with that cookie hash, with its user.
 func (st *store) sessionByHash(ctx context.Context, hash []byte, now int64) (session, error) {
-	row := st.queryRow(ctx, "SELECT s.auth_time, "+userColsU+
+	row := st.queryRow(ctx, "SELECT s.auth_time, s.amr, "+userColsU+
 		" FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.hash = ? AND s.expires_at > ? AND u.disabled = 0", hash, now)
 	s := session{Hash: hash}
-	err := row.Scan(append([]any{&s.AuthTime}, s.User.dest()...)...)
+	err := row.Scan(append([]any{&s.AuthTime, &s.AMR}, s.User.dest()...)...)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = errNotFound
 	}

@@ -102,6 +102,7 @@ type deviceCode struct {
 	Status    int // 0 pending, 1 approved, 2 denied
 	UserID    int64
 	AuthTime  int64
+	AMR       string // how the approving user signed in
 	Interval  int64
 	LastPoll  int64
 	ExpiresAt int64
@@ -157,7 +158,7 @@ func (st *store) pendingDevice(ctx context.Context, userHash []byte, now int64) 
 // approval is remembered as consent, so that it appears among the user's connections. It is
 // recorded only while the session it was made in is live (errSessionEnded): a password reset
 // committed meanwhile wins.
-func (st *store) decideDevice(ctx context.Context, hash, sessionHash []byte, userID, authTime int64, approve bool, scopes []string, now int64) error {
+func (st *store) decideDevice(ctx context.Context, hash, sessionHash []byte, userID, authTime int64, amr string, approve bool, scopes []string, now int64) error {
 	return st.tx(ctx, func(tx *sql.Tx) error {
 		if err := st.liveSession(ctx, tx, sessionHash, userID, now); err != nil {
 			return err
@@ -166,8 +167,8 @@ func (st *store) decideDevice(ctx context.Context, hash, sessionHash []byte, use
 		if approve {
 			status = deviceApproved
 		}
-		err := st.txRow(ctx, tx, "UPDATE device_codes SET status = ?, user_id = ?, auth_time = ? WHERE hash = ? AND status = 0 AND expires_at > ? RETURNING client_id",
-			status, userID, authTime, hash, now).Scan(&clientID)
+		err := st.txRow(ctx, tx, "UPDATE device_codes SET status = ?, user_id = ?, auth_time = ?, amr = ? WHERE hash = ? AND status = 0 AND expires_at > ? RETURNING client_id",
+			status, userID, authTime, amr, hash, now).Scan(&clientID)
 		if errors.Is(err, sql.ErrNoRows) {
 			return errNotFound
 		}
@@ -185,8 +186,8 @@ func (st *store) pollDevice(ctx context.Context, hash []byte, clientID string, n
 	var d deviceCode
 	err := st.tx(ctx, func(tx *sql.Tx) error {
 		var uid sql.NullInt64
-		err := st.txRow(ctx, tx, "SELECT client_id, scope, status, user_id, auth_time, poll_interval, last_poll, expires_at FROM device_codes WHERE hash = ?",
-			hash).Scan(&d.ClientID, &d.Scope, &d.Status, &uid, &d.AuthTime, &d.Interval, &d.LastPoll, &d.ExpiresAt)
+		err := st.txRow(ctx, tx, "SELECT client_id, scope, status, user_id, auth_time, poll_interval, last_poll, expires_at, amr FROM device_codes WHERE hash = ?",
+			hash).Scan(&d.ClientID, &d.Scope, &d.Status, &uid, &d.AuthTime, &d.Interval, &d.LastPoll, &d.ExpiresAt, &d.AMR)
 		if errors.Is(err, sql.ErrNoRows) {
 			return errNotFound
 		}
@@ -227,8 +228,8 @@ func (st *store) pollDevice(ctx context.Context, hash []byte, clientID string, n
 			return err
 		}
 		var gid int64
-		if err := st.txRow(ctx, tx, "INSERT INTO grants(client_id, user_id, scope, auth_time, created_at) VALUES(?, ?, ?, ?, ?) RETURNING id",
-			d.ClientID, d.UserID, d.Scope, d.AuthTime, now).Scan(&gid); err != nil {
+		if err := st.txRow(ctx, tx, "INSERT INTO grants(client_id, user_id, scope, auth_time, created_at, amr) VALUES(?, ?, ?, ?, ?, ?) RETURNING id",
+			d.ClientID, d.UserID, d.Scope, d.AuthTime, now, d.AMR).Scan(&gid); err != nil {
 			return err
 		}
 		if _, err := st.txExec(ctx, tx, "DELETE FROM device_codes WHERE hash = ?", hash); err != nil {

@@ -21,6 +21,7 @@ type authCode struct {
 	CodeChallenge string
 	Nonce         string
 	AuthTime      int64
+	AMR           string // how the user signed in (RFC 8176, space-separated)
 	ExpiresAt     int64
 }
 
@@ -52,9 +53,9 @@ func (st *store) issueCode(ctx context.Context, hash []byte, c authCode, session
 				return err
 			}
 		}
-		_, err := st.txExec(ctx, tx, "INSERT INTO codes(hash, client_id, user_id, redirect_uri, redirect_given, scope, code_challenge, nonce, auth_time, expires_at) "+
-			"VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", hash, c.ClientID, c.UserID, c.RedirectURI, c.RedirectGiven, c.Scope,
-			c.CodeChallenge, c.Nonce, c.AuthTime, c.ExpiresAt)
+		_, err := st.txExec(ctx, tx, "INSERT INTO codes(hash, client_id, user_id, redirect_uri, redirect_given, scope, code_challenge, nonce, auth_time, expires_at, amr) "+
+			"VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", hash, c.ClientID, c.UserID, c.RedirectURI, c.RedirectGiven, c.Scope,
+			c.CodeChallenge, c.Nonce, c.AuthTime, c.ExpiresAt, c.AMR)
 		return err
 	})
 }
@@ -107,9 +108,9 @@ func (st *store) redeemCode(ctx context.Context, hash []byte, now int64, issue f
 	err := st.tx(ctx, func(tx *sql.Tx) error {
 		revoked = 0
 		var used, grantID sql.NullInt64
-		err := st.txRow(ctx, tx, "SELECT client_id, user_id, redirect_uri, redirect_given, scope, code_challenge, nonce, auth_time, expires_at, used_at, grant_id "+
+		err := st.txRow(ctx, tx, "SELECT client_id, user_id, redirect_uri, redirect_given, scope, code_challenge, nonce, auth_time, expires_at, used_at, grant_id, amr "+
 			"FROM codes WHERE hash = ?", hash).Scan(&c.ClientID, &c.UserID, &c.RedirectURI, &c.RedirectGiven, &c.Scope,
-			&c.CodeChallenge, &c.Nonce, &c.AuthTime, &c.ExpiresAt, &used, &grantID)
+			&c.CodeChallenge, &c.Nonce, &c.AuthTime, &c.ExpiresAt, &used, &grantID, &c.AMR)
 		if errors.Is(err, sql.ErrNoRows) {
 			return errNotFound
 		}
@@ -133,8 +134,8 @@ func (st *store) redeemCode(ctx context.Context, hash []byte, now int64, issue f
 			return err
 		}
 		var gid int64
-		if err := st.txRow(ctx, tx, "INSERT INTO grants(client_id, user_id, scope, auth_time, created_at) VALUES(?, ?, ?, ?, ?) RETURNING id",
-			c.ClientID, c.UserID, c.Scope, c.AuthTime, now).Scan(&gid); err != nil {
+		if err := st.txRow(ctx, tx, "INSERT INTO grants(client_id, user_id, scope, auth_time, created_at, amr) VALUES(?, ?, ?, ?, ?, ?) RETURNING id",
+			c.ClientID, c.UserID, c.Scope, c.AuthTime, now, c.AMR).Scan(&gid); err != nil {
 			return err
 		}
 		if _, err := st.txExec(ctx, tx, "UPDATE codes SET used_at = ?, grant_id = ? WHERE hash = ?", now, gid, hash); err != nil {
@@ -143,7 +144,7 @@ func (st *store) redeemCode(ctx context.Context, hash []byte, now int64, issue f
 		if err := st.touchConsent(ctx, tx, c.UserID, c.ClientID, now); err != nil {
 			return err
 		}
-		hint = hintFor(tokenInfo{GrantID: gid, ClientID: c.ClientID, AuthTime: c.AuthTime, User: user{ID: c.UserID}}, pair.Refresh)
+		hint = hintFor(tokenInfo{GrantID: gid, ClientID: c.ClientID, AuthTime: c.AuthTime, AMR: c.AMR, User: user{ID: c.UserID}}, pair.Refresh)
 		return st.insertPair(ctx, tx, gid, pair, now)
 	})
 	if err == nil {
@@ -175,7 +176,7 @@ type refreshHint struct {
 // hintFor is the hint for refresh token r, issued in grant g (grant, client, user, auth_time).
 func hintFor(g tokenInfo, r newToken) refreshHint {
 	return refreshHint{key: r.Hash, t: tokenInfo{Kind: kindRefresh, GrantID: g.GrantID, ClientID: g.ClientID, Scope: r.Scope,
-		ExpiresAt: r.ExpiresAt, AuthTime: g.AuthTime, User: user{ID: g.User.ID}}}
+		ExpiresAt: r.ExpiresAt, AuthTime: g.AuthTime, AMR: g.AMR, User: user{ID: g.User.ID}}}
 }
 
 func (h *refreshHints) put(r refreshHint) {
@@ -221,6 +222,7 @@ type tokenInfo struct {
 	SuccessorHash []byte
 	SuccessorBlob []byte
 	AuthTime      int64
+	AMR           string // the grant's sign-in methods (RFC 8176, space-separated); "" without a user
 	User          user
 }
 
@@ -229,13 +231,13 @@ type tokenInfo struct {
 const rotatedMs = "coalesce(t.rotated_ms, t.rotated_at * 1000)"
 
 var tokenQuery = "SELECT t.kind, t.grant_id, g.client_id, t.scope, g.scope, t.created_at, t.expires_at, " + rotatedMs + ", t.successor_hash, t.successor_blob, " +
-	"g.auth_time, " + userColsU + " FROM tokens t JOIN grants g ON g.id = t.grant_id LEFT JOIN users u ON u.id = g.user_id WHERE t.hash = ?"
+	"g.auth_time, g.amr, " + userColsU + " FROM tokens t JOIN grants g ON g.id = t.grant_id LEFT JOIN users u ON u.id = g.user_id WHERE t.hash = ?"
 
 func scanToken(row rowScanner) (tokenInfo, error) {
 	var t tokenInfo
 	var rotated sql.NullInt64
 	err := row.Scan(append([]any{&t.Kind, &t.GrantID, &t.ClientID, &t.Scope, &t.GrantScope, &t.CreatedAt, &t.ExpiresAt, &rotated,
-		&t.SuccessorHash, &t.SuccessorBlob, &t.AuthTime}, t.User.dest()...)...)
+		&t.SuccessorHash, &t.SuccessorBlob, &t.AuthTime, &t.AMR}, t.User.dest()...)...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return t, errNotFound
 	}
@@ -246,12 +248,12 @@ func scanToken(row rowScanner) (tokenInfo, error) {
 // refreshQuery is the lean read of the token being rotated: it runs inside the serial
 // writer, so it leaves the user's profile out (only their id; issue loads more if needed).
 const refreshQuery = "SELECT t.kind, t.grant_id, g.client_id, t.scope, t.expires_at, " + rotatedMs + ", t.successor_hash, t.successor_blob, " +
-	"g.auth_time, coalesce(g.user_id, 0) FROM tokens t JOIN grants g ON g.id = t.grant_id WHERE t.hash = ?"
+	"g.auth_time, g.amr, coalesce(g.user_id, 0) FROM tokens t JOIN grants g ON g.id = t.grant_id WHERE t.hash = ?"
 
 func scanRefresh(row rowScanner) (tokenInfo, error) {
 	var t tokenInfo
 	var rotated sql.NullInt64
-	err := row.Scan(&t.Kind, &t.GrantID, &t.ClientID, &t.Scope, &t.ExpiresAt, &rotated, &t.SuccessorHash, &t.SuccessorBlob, &t.AuthTime, &t.User.ID)
+	err := row.Scan(&t.Kind, &t.GrantID, &t.ClientID, &t.Scope, &t.ExpiresAt, &rotated, &t.SuccessorHash, &t.SuccessorBlob, &t.AuthTime, &t.AMR, &t.User.ID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return t, errNotFound
 	}
@@ -424,6 +426,8 @@ func (st *store) purge(ctx context.Context, now time.Time, grace time.Duration) 
 			{"DELETE FROM device_codes WHERE expires_at <= ?", []any{n}},
 			{"DELETE FROM user_links WHERE expires_at <= ?", []any{n}},
 			{"DELETE FROM registration_tokens WHERE expires_at <= ? OR uses_left <= 0", []any{n}},
+			{"DELETE FROM mfa_pending WHERE expires_at <= ?", []any{n}},
+			{"DELETE FROM webauthn_used WHERE expires_at <= ?", []any{n}},
 			{"UPDATE tokens SET successor_blob = NULL WHERE successor_blob IS NOT NULL AND coalesce(rotated_ms, rotated_at * 1000) <= ?", []any{now.UnixMilli() - grace.Milliseconds()}},
 			{"DELETE FROM grants WHERE NOT EXISTS (SELECT 1 FROM tokens WHERE grant_id = grants.id) AND NOT EXISTS (SELECT 1 FROM codes WHERE grant_id = grants.id)", nil},
 		} {

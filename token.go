@@ -263,7 +263,7 @@ func (s *server) handleAuthorizationCodeGrant(w http.ResponseWriter, r *http.Req
 			if err != nil {
 				return tokenPair{}, err
 			}
-			if resp.IDToken, err = s.idToken(r.Context(), c, u, ac.Scope, ac.AuthTime, ac.Nonce, resp.AccessToken, now); err != nil {
+			if resp.IDToken, err = s.idToken(r.Context(), c, u, ac.Scope, ac.AuthTime, ac.AMR, ac.Nonce, resp.AccessToken, now); err != nil {
 				return tokenPair{}, err
 			}
 		}
@@ -411,7 +411,7 @@ func (s *server) handleRefreshTokenGrant(w http.ResponseWriter, r *http.Request,
 			if err != nil {
 				return tokenPair{}, nil, err
 			}
-			if resp.IDToken, err = s.idToken(r.Context(), c, u, scope, t.AuthTime, "", resp.AccessToken, now); err != nil {
+			if resp.IDToken, err = s.idToken(r.Context(), c, u, scope, t.AuthTime, t.AMR, "", resp.AccessToken, now); err != nil {
 				return tokenPair{}, nil, err
 			}
 		}
@@ -435,7 +435,7 @@ func (s *server) handleRefreshTokenGrant(w http.ResponseWriter, r *http.Request,
 		if err == nil && v.IDToken == "" && hasScope(v.Scope, "openid") {
 			var u user
 			if u, err = s.store.userByID(r.Context(), res.Token.User.ID); err == nil {
-				v.IDToken, err = s.idToken(r.Context(), c, u, v.Scope, res.Token.AuthTime, "", v.AccessToken, now)
+				v.IDToken, err = s.idToken(r.Context(), c, u, v.Scope, res.Token.AuthTime, res.Token.AMR, "", v.AccessToken, now)
 			}
 		}
 		if err != nil {
@@ -505,6 +505,9 @@ func (s *server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 		}
 		resp.Groups = acc.Groups
 	}
+	if t.AMR != "" { // how the user signed in (mfa.go)
+		resp.AuthTime, resp.ACR, resp.AMR = t.AuthTime, acrOf(t.AMR), amrList(t.AMR)
+	}
 	writeJSONBody(w, http.StatusOK, resp.appendJSON(make([]byte, 0, 512)))
 }
 
@@ -535,6 +538,15 @@ func (v introspection) appendJSON(b []byte) []byte {
 			b = appendJSONString(b, g)
 		}
 		b = append(b, ']')
+	}
+	if v.AuthTime != 0 {
+		b = strconv.AppendInt(append(b, `,"auth_time":`...), v.AuthTime, 10)
+	}
+	if v.ACR != "" {
+		b = appendJSONField(b, "acr", v.ACR)
+	}
+	if v.AMR != "" {
+		b = v.AMR.appendJSON(append(b, `,"amr":`...))
 	}
 	return append(b, '}')
 }
@@ -609,6 +621,9 @@ type introspection struct {
 	Iat       int64    `json:"iat"`
 	Iss       string   `json:"iss"`
 	Groups    []string `json:"groups,omitzero"` // with the groups scope: the user's groups, [] for none
+	AuthTime  int64    `json:"auth_time,omitempty"`
+	ACR       string   `json:"acr,omitempty"`
+	AMR       amrList  `json:"amr,omitempty"`
 }
 
 // inactive is the whole answer for an unknown, expired or revoked token (RFC 7662 §2.2).
