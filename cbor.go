@@ -82,6 +82,7 @@ func decodeCBORAll(b []byte) (any, error) {
 	return v, nil
 }
 
+// fail makes a decoding error that says where and what.
 func (d *cborDecoder) fail(format string, args ...any) error {
 	return fmt.Errorf("%w at byte %d: %s", errCBOR, d.off, fmt.Sprintf(format, args...))
 }

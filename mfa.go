@@ -216,7 +216,11 @@ func (s *server) secondStep(w http.ResponseWriter, r *http.Request, u user, next
 func (s *server) startPending(w http.ResponseWriter, r *http.Request, p pendingStep, path string) {
 	tok := newSecret()
 	p.Hash = hashSecret(tok)
-	if err := s.store.createPendingStep(r.Context(), p, s.now().Add(pendingTTL).Unix()); err != nil {
+	var replaced []byte
+	if ck, err := r.Cookie(s.cookieName("oauthd_mfa")); err == nil && ck.Value != "" {
+		replaced = hashSecret(ck.Value)
+	}
+	if err := s.store.createPendingStep(r.Context(), p, replaced, s.now().Add(pendingTTL).Unix()); err != nil {
 		s.serverErrorPage(w, r, err)
 		return
 	}
@@ -402,6 +406,7 @@ func (s *server) handleFactor(w http.ResponseWriter, r *http.Request) {
 // storeErr marks a storage fault among factor failures: it is a server error, not a wrong code.
 type storeErr struct{ err error }
 
+// Error is the storage fault's message (for the log).
 func (e storeErr) Error() string { return e.err.Error() }
 
 // usedPasskey maps what usePasskey returned to a factor failure: a replayed challenge or a

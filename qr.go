@@ -95,6 +95,7 @@ func encodeQRWith(data []byte, v int, lv qrLevel, mask int) (*qrCode, error) {
 	return q, nil
 }
 
+// qrGrid makes an n×n grid of light modules.
 func qrGrid(n int) [][]bool {
 	g := make([][]bool, n)
 	for i := range g {
@@ -280,6 +281,7 @@ func (q *qrCode) drawFunctionPatterns() {
 	}
 }
 
+// abs is |x|.
 func abs(x int) int {
 	if x < 0 {
 		return -x

@@ -86,6 +86,7 @@ type passkey struct {
 
 const passkeyCols = "id, user_id, credential_id, public_key, alg, sign_count, flags, name, created_at, last_used"
 
+// scanPasskey reads a passkeys row in passkeyCols order.
 func scanPasskey(row rowScanner) (passkey, error) {
 	var p passkey
 	err := row.Scan(&p.ID, &p.UserID, &p.CredentialID, &p.PublicKey, &p.Alg, &p.SignCount, &p.Flags, &p.Name, &p.CreatedAt, &p.LastUsed)
@@ -223,11 +224,19 @@ const (
 	pendingEnrol  = "enrol"
 )
 
-// createPendingStep stores a pending step, replacing any other of the same browser session.
-func (st *store) createPendingStep(ctx context.Context, p pendingStep, expires int64) error {
-	_, err := st.exec(ctx, "INSERT INTO mfa_pending(hash, user_id, kind, amr, session_hash, next, expires_at) VALUES(?, ?, ?, ?, ?, ?, ?)",
-		p.Hash, p.UserID, p.Kind, p.AMR, p.SessionHash, p.Next, expires)
-	return err
+// createPendingStep stores a pending step; replaced, when given, is the browser's earlier one,
+// which goes in the same transaction.
+func (st *store) createPendingStep(ctx context.Context, p pendingStep, replaced []byte, expires int64) error {
+	return st.tx(ctx, func(tx *sql.Tx) error {
+		if replaced != nil {
+			if _, err := st.txExec(ctx, tx, "DELETE FROM mfa_pending WHERE hash = ?", replaced); err != nil {
+				return err
+			}
+		}
+		_, err := st.txExec(ctx, tx, "INSERT INTO mfa_pending(hash, user_id, kind, amr, session_hash, next, expires_at) VALUES(?, ?, ?, ?, ?, ?, ?)",
+			p.Hash, p.UserID, p.Kind, p.AMR, p.SessionHash, p.Next, expires)
+		return err
+	})
 }
 
 // pendingByHash reads a live pending step without counting an attempt.
@@ -436,7 +445,7 @@ func (st *store) setRecoveryCodes(ctx context.Context, userID int64, codes [][]b
 	return st.tx(ctx, func(tx *sql.Tx) error { return st.replaceRecovery(ctx, tx, userID, codes, now) })
 }
 
-// hasRecoveryCodes reports which of hashes are unused recovery codes of the user.
+// hasRecoveryCodes counts how many of hashes are unused recovery codes of the user.
 func (st *store) hasRecoveryCodes(ctx context.Context, userID int64, hashes [][]byte) (int, error) {
 	n := 0
 	for _, h := range hashes {

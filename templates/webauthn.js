@@ -45,7 +45,7 @@
     if (next && next.value) { url += "&next=" + encodeURIComponent(next.value); }
     if (form.dataset.exclude) { url += "&exclude=" + encodeURIComponent(form.dataset.exclude); }
     return fetch(url, { credentials: "same-origin", cache: "no-store" }).then(function (resp) {
-      return resp.json().then(function (body) {
+      return resp.json().catch(function () { return {}; }).then(function (body) {
         if (!resp.ok) { throw new Error(body.error_description || "The server refused the request."); }
         return body.publicKey;
       });
