@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -399,6 +400,13 @@ func openStore(ctx context.Context, path string) (*store, error) {
 		return err
 	}, &freshWatch{st: st}, keeper)
 	return st, nil
+}
+
+// reportTo makes the store log what goes wrong in its background work (checkpoints) to log.
+func (st *store) reportTo(log *slog.Logger) {
+	if st.ckpt != nil {
+		st.ckpt.log.Store(log)
+	}
 }
 
 // init checks the journal mode and runs the pending migrations, each in its own transaction.
