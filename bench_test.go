@@ -52,10 +52,12 @@ func benchServer(b *testing.B, edit ...func(*config)) *testServer {
 	body := []byte(`{"ok":true,"padding":"` + strings.Repeat("x", 100-len(`{"ok":true,"padding":""}`)) + `"}`)
 	mux := http.NewServeMux()
 	mux.Handle("/", ts.s.routes())
-	mux.Handle("GET /bench/baseline", ts.s.headers(http.MaxBytesHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	baseline := ts.s.headers(http.MaxBytesHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(body)
-	}), maxBody)))
+	}), maxBody))
+	mux.Handle("GET /bench/baseline", baseline)
+	mux.Handle("POST /bench/baseline", baseline) // BenchmarkTail's baseline answers a POST
 	ts.srv.Config.Handler = mux
 	return ts
 }
@@ -379,6 +381,9 @@ var benchDirs []string
 func TestMain(m *testing.M) {
 	if os.Getenv("OAUTHD_TEST_AS_MAIN") == "1" { // the test binary playing the oauthd command (another process)
 		os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv))
+	}
+	if spec := os.Getenv(loadEnv); spec != "" { // the test binary as a load generator (loadgen_test.go)
+		os.Exit(loadgenMain(spec))
 	}
 	code := m.Run()
 	for _, d := range benchDirs {

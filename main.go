@@ -229,6 +229,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, ln net.Listener) e
 		return err
 	}
 	defer st.Close()
+	st.reportTo(log)
 	s, err := newServer(start, cfg, st, log)
 	if err != nil {
 		return err

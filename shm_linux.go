@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/binary"
 	"os"
 	"sync/atomic"
 	"syscall"
@@ -55,3 +56,10 @@ func (h *walHeader) read(dbPath string, into *[48]byte) bool {
 }
 
 func (h *walHeader) close() { syscall.Munmap(h.mem) }
+
+// frames reads how many frames the WAL holds (mxFrame) and how many of them are copied back
+// into the database file (nBackfill, in the checkpoint information after the header's two
+// copies): SQLite file format §4.5. A racing commit or checkpoint makes it one step stale.
+func (h *walHeader) frames() (mxFrame, backfilled uint32) {
+	return binary.NativeEndian.Uint32(h.mem[16:20]), binary.NativeEndian.Uint32(h.mem[96:100])
+}

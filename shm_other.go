@@ -8,3 +8,4 @@ type walHeader struct{}
 func mapWALHeader(string) *walHeader             { return nil }
 func (h *walHeader) read(string, *[48]byte) bool { return false }
 func (h *walHeader) close()                      {}
+func (h *walHeader) frames() (uint32, uint32)    { return 0, 0 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -28,9 +29,10 @@ var (
 
 // store is the SQLite database: every table oauthd keeps, behind small typed methods.
 type store struct {
-	db    *sql.DB // the read pool (and small one-statement writes)
-	wdb   *sql.DB // the one write connection behind w
-	w     *writer // group commit for every st.tx
+	db    *sql.DB       // the read pool (and small one-statement writes)
+	wdb   *sql.DB       // the one write connection behind w
+	w     *writer       // group commit for every st.tx
+	ckpt  *checkpointer // WAL checkpoints beside the writer; nil: SQLite's own, inside COMMIT
 	cache *cache
 	path  string
 
@@ -382,8 +384,8 @@ CREATE TRIGGER group_claims_del AFTER DELETE ON group_claims BEGIN UPDATE genera
 func dsn(path string) string { return dsnSync(path, "full") }
 
 // writerDSN is the DSN of the server's write connection: synchronous(normal), because the
-// writer fsyncs the WAL itself before it acknowledges anything (see writer.go). (A larger
-// wal_autocheckpoint than SQLite's 1,000 pages measured no better, with a WAL up to 40 MB.)
+// writer fsyncs the WAL itself before it acknowledges anything (see writer.go). openStore
+// adds wal_autocheckpoint(0) when the checkpointer runs (checkpoint.go).
 func writerDSN(path string) string { return dsnSync(path, "normal") }
 
 func dsnSync(path, sync string) string {
@@ -422,8 +424,24 @@ func openStore(ctx context.Context, path string) (*store, error) {
 	if werr != nil {
 		wal, wdsn = nil, dsn(path)
 	}
+	// Checkpoints run beside the writer (checkpoint.go), which needs the WAL-index to see how
+	// long the WAL is; without it, SQLite checkpoints inside COMMIT as it does by default.
+	// (The -shm file exists: the read pool has a connection open since init.)
+	hdr := mapWALHeader(path)
+	var ckpt *checkpointer
+	if hdr != nil {
+		if ckpt, err = newCheckpointer(path, hdr); err == nil {
+			wdsn += "&_pragma=wal_autocheckpoint(0)"
+		}
+	}
 	wdb, err := sql.Open("sqlite", wdsn)
 	if err != nil {
+		if ckpt != nil {
+			ckpt.close()
+		}
+		if hdr != nil {
+			hdr.close()
+		}
 		wal.close()
 		db.Close()
 		return nil, err
@@ -434,14 +452,15 @@ func openStore(ctx context.Context, path string) (*store, error) {
 	wdb.SetMaxOpenConns(2)
 	wdb.SetMaxIdleConns(2)
 	wdb.SetConnMaxLifetime(0)
-	st.wdb, st.path, st.wal = wdb, path, wal
-	if err := wdb.PingContext(ctx); err == nil {
-		st.walHdr = mapWALHeader(path)
+	st.wdb, st.path, st.wal, st.walHdr = wdb, path, wal, hdr
+	var keeper walKeeper
+	if ckpt != nil {
+		st.ckpt, keeper = ckpt, ckpt
 	}
 	st.w = newWriter(wdb, wal, func(tx *sql.Tx, q string) error {
 		_, err := st.txExec(context.Background(), tx, q)
 		return err
-	}, &freshWatch{st: st})
+	}, &freshWatch{st: st}, keeper)
 	return st, nil
 }
 
@@ -459,6 +478,13 @@ func createPrivate(path string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// reportTo makes the store log what goes wrong in its background work (checkpoints) to log.
+func (st *store) reportTo(log *slog.Logger) {
+	if st.ckpt != nil {
+		st.ckpt.log.Store(log)
+	}
 }
 
 // init checks the journal mode and runs the pending migrations, each in its own transaction.
@@ -510,6 +536,10 @@ func (st *store) Close() error {
 	if st.w != nil {
 		st.w.close()
 		st.w = nil
+	}
+	if st.ckpt != nil { // after the writer, which runs passes on its connection too
+		st.ckpt.close()
+		st.ckpt = nil
 	}
 	st.stmtMu.Lock()
 	for _, s := range st.stmts {

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"modernc.org/sqlite"
 )
@@ -41,6 +43,7 @@ type writer struct {
 	exec       func(tx *sql.Tx, q string) error // runs a prepared statement in tx
 	wal        *walSync                         // nil: COMMIT itself syncs (synchronous=FULL)
 	watch      commitWatcher                    // told about every batch; nil: nobody listens
+	keeper     walKeeper                        // checkpoints the WAL; nil: SQLite does, inside COMMIT
 	jobs       chan writeJob
 	quit       chan struct{}
 	done       chan struct{}
@@ -48,6 +51,56 @@ type writer struct {
 	syncHook   atomic.Pointer[func() error] // tests inject a failing fsync here
 
 	batches, jobsRun atomic.Int64 // how many commits, how many jobs: their ratio is the batch size
+	commitTime       durStats     // COMMIT statements
+	syncTime         durStats     // WAL flushes
+}
+
+// durStats counts how long an operation took: how often, in total, at most, and how often it
+// took 2, 4, … 128 ms or more; the latest slow ones are kept with their start. Benchmarks
+// report them, to tell which operation makes a tail.
+type durStats struct {
+	n, total, max atomic.Int64 // count; nanoseconds in total and at most
+	over          [7]atomic.Int64
+	slowMu        sync.Mutex
+	slow          []slowOp // the latest operations of slowOpAt or more, at most maxSlowOps
+}
+
+// slowOp is one slow operation: when it started and how long it took.
+type slowOp struct {
+	start time.Time
+	took  time.Duration
+}
+
+const (
+	slowOpAt   = 16 * time.Millisecond
+	maxSlowOps = 256
+)
+
+// add records one operation that started at t0.
+func (d *durStats) add(t0 time.Time) {
+	ns := int64(time.Since(t0))
+	if time.Duration(ns) >= slowOpAt {
+		d.slowMu.Lock()
+		if len(d.slow) >= maxSlowOps {
+			d.slow = append(d.slow[:0], d.slow[1:]...)
+		}
+		d.slow = append(d.slow, slowOp{t0, time.Duration(ns)})
+		d.slowMu.Unlock()
+	}
+	d.n.Add(1)
+	d.total.Add(ns)
+	for {
+		m := d.max.Load()
+		if ns <= m || d.max.CompareAndSwap(m, ns) {
+			break
+		}
+	}
+	for i := range d.over {
+		if ns < int64(2*time.Millisecond)<<i {
+			break
+		}
+		d.over[i].Add(1)
+	}
 }
 
 // maxBatch bounds how many jobs share one commit.
@@ -60,8 +113,14 @@ type commitWatcher interface {
 	committed()            // after a successful COMMIT
 }
 
-func newWriter(db *sql.DB, wal *walSync, exec func(tx *sql.Tx, q string) error, watch commitWatcher) *writer {
-	w := &writer{db: db, exec: exec, wal: wal, watch: watch, jobs: make(chan writeJob, maxBatch), quit: make(chan struct{}), done: make(chan struct{})}
+// walKeeper keeps the WAL short (checkpoint.go); both run on the writer goroutine.
+type walKeeper interface {
+	committed() // after a successful COMMIT: the WAL grew
+	between()   // no transaction is open: the next one begins when this returns
+}
+
+func newWriter(db *sql.DB, wal *walSync, exec func(tx *sql.Tx, q string) error, watch commitWatcher, keeper walKeeper) *writer {
+	w := &writer{db: db, exec: exec, wal: wal, watch: watch, keeper: keeper, jobs: make(chan writeJob, maxBatch), quit: make(chan struct{}), done: make(chan struct{})}
 	go w.loop()
 	return w
 }
@@ -167,6 +226,9 @@ func (w *writer) run(b *batch, j writeJob) *batch {
 		return b
 	}
 	if b == nil {
+		if w.keeper != nil {
+			w.keeper.between()
+		}
 		tx, err := w.db.BeginTx(context.Background(), nil)
 		if err != nil {
 			j.done <- err
@@ -256,13 +318,19 @@ func (w *writer) commit(b *batch, flushes chan<- *batch, idle chan struct{}) {
 	if w.watch != nil {
 		w.watch.committing(b.tx)
 	}
-	if err := b.tx.Commit(); err != nil {
+	t0 := time.Now()
+	err := b.tx.Commit()
+	w.commitTime.add(t0)
+	if err != nil {
 		b.fail(err)
 		idle <- struct{}{}
 		return
 	}
 	if w.watch != nil {
 		w.watch.committed()
+	}
+	if w.keeper != nil {
+		w.keeper.committed()
 	}
 	flushes <- b
 }
@@ -275,7 +343,9 @@ func (w *writer) syncer(flushes <-chan *batch, idle chan<- struct{}) {
 			err = (*hook)()
 		}
 		if err == nil && w.wal != nil {
+			t0 := time.Now()
 			err = w.wal.sync()
+			w.syncTime.add(t0)
 		}
 		if err != nil {
 			// Committed but maybe not on disk: the requests fail (their writes may stay
