@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"database/sql"
+	"io"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -468,5 +469,19 @@ func TestMigrationMFA(t *testing.T) {
 	// An introspection answer without amr writes none.
 	if got := string((introspection{Active: true, Iss: "x"}).appendJSON(nil)); strings.Contains(got, "amr") || strings.Contains(got, "acr") {
 		t.Errorf("introspection without amr = %s", got)
+	}
+}
+
+// TestMFAFlag: -mfa takes four values, also from OAUTHD_MFA; anything else is a usage error.
+func TestMFAFlag(t *testing.T) {
+	cfg, _, err := serveConfig(nil, io.Discard, func(k string) string { return map[string]string{"OAUTHD_MFA": "admins"}[k] })
+	if err != nil || cfg.MFA != mfaAdmins {
+		t.Errorf("OAUTHD_MFA=admins: %q, %v", cfg.MFA, err)
+	}
+	if cfg, _, _ := serveConfig(nil, io.Discard, func(string) string { return "" }); cfg.MFA != mfaOptional {
+		t.Errorf("default -mfa = %q; want optional", cfg.MFA)
+	}
+	if code, _, errOut := cli(t, nil, "", "-mfa", "sometimes"); code != 2 || !strings.Contains(errOut, "want off, optional, required or admins") {
+		t.Errorf("-mfa sometimes = %d %s", code, errOut)
 	}
 }
