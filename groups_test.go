@@ -1037,3 +1037,28 @@ func TestAdminUserPage(t *testing.T) {
 		t.Errorf("removing a claim on the page = %d", r.StatusCode)
 	}
 }
+
+// TestAllowGroupsSelfRegistered: an app that registered itself (RFC 7591) and updates its
+// own registration (RFC 7592 PUT) keeps the allow-list an administrator gave it.
+func TestAllowGroupsSelfRegistered(t *testing.T) {
+	ts := newTestServer(t)
+	ts.clock.t = time.Now().Truncate(time.Second) // the CLI stamps the registration token with real time
+	ts.mustCLI("group", "add", "family")
+	reg := map[string]any{"client_name": "MCP Inspector", "redirect_uris": []string{"http://127.0.0.1:6274/cb"},
+		"grant_types": []string{"authorization_code"}, "response_types": []string{"code"}, "token_endpoint_auth_method": "none"}
+	r := ts.postJSON("POST", "/oauth/register", ts.registrationToken(1), reg)
+	if r.Status != 201 {
+		t.Fatalf("register = %d %s", r.Status, r.Raw)
+	}
+	id, rat := str(r.JSON["client_id"]), str(r.JSON["registration_access_token"])
+	if _, err := ts.s.store.setClientGroups(context.Background(), id, []string{"family"}); err != nil {
+		t.Fatal(err)
+	}
+	reg["client_id"], reg["client_name"] = id, "Renamed"
+	if u := ts.postJSON("PUT", "/oauth/register/"+id, rat, reg); u.Status != 200 {
+		t.Fatalf("PUT = %d %s", u.Status, u.Raw)
+	}
+	if c, _ := ts.s.store.clientByID(context.Background(), id); c.Name != "Renamed" || !slices.Equal(c.AllowGroups, []string{"family"}) {
+		t.Errorf("after its own PUT the app has name %q and allow-list %v; want Renamed and [family]", c.Name, c.AllowGroups)
+	}
+}
