@@ -232,4 +232,3 @@ func TestAdminUserPage(t *testing.T) {
 		t.Errorf("removing a claim on the page = %d", r.StatusCode)
 	}
 }
-
