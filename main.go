@@ -84,12 +84,13 @@ const usage = `oauthd: a single-binary OAuth 2 authorization server.
 
   oauthd [-addr 127.0.0.1:8080] [-db oauthd.db] [-issuer URL] [-log-level info] ...
                                serve (oauthd -h lists every flag)
-  oauthd user add [-db PATH] [-admin] [-name "Full Name"] [-email ADDR] NAME   add a user (password on stdin)
+  oauthd user add [-db PATH] [-admin] [-name "Full Name"] [-email ADDR] [-group NAME ...] NAME   add a user (password on stdin)
   oauthd user list|del NAME|passwd NAME [-db PATH]
   oauthd user set NAME [-name TEXT] [-email ADDR] [-email-verified=true|false] [-admin=true|false]
-  oauthd user claim NAME [KEY=JSON ...] [KEY= ...]   set or remove custom claims (user add also takes -group NAME ...)
+  oauthd user claim NAME [KEY=JSON ...] [KEY= ...]   set or remove custom claims
   oauthd group add NAME [-description TEXT] | del NAME | list | members NAME
   oauthd group add-member|remove-member GROUP USER... | claim GROUP [KEY=JSON ...]
+                               (user and group commands take their flags before or after their arguments)
   oauthd client add -name NAME -redirect-uri URI [-redirect-uri URI ...] [-public] [-scope "a b"] [-description TEXT]
                     [-post-logout-redirect-uri URI ...] [-id-token-alg RS256|ES256] [-always-refresh] [-allow-group NAME ...] [-require-mfa]
   oauthd user mfa NAME | mfa-reset NAME [-db PATH]  a user's second factors: list them, or remove them all
@@ -374,7 +375,7 @@ func printJSON(w io.Writer, v any) error {
 	return err
 }
 
-// runUser is `oauthd user add|list|del|passwd`.
+// runUser is `oauthd user add|list|del|passwd`, and dispatches `user set|claim` (groups_cli.go).
 func runUser(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) error {
 	if len(args) == 0 {
 		return usageError("user: want add, list, del, passwd, set, claim, mfa or mfa-reset")
