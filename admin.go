@@ -102,6 +102,7 @@ func (s *server) handleAdminAddUser(w http.ResponseWriter, r *http.Request) {
 		s.serverErrorPage(w, r, err)
 	default:
 		s.log.Info("user added by an administrator", "user", u.Username, "admin", sess.User.Username)
+		s.record(r, "admin", sess.User.Username, "", "added the user "+u.Username)
 		s.seeOther(w, r, "/admin/users", "User "+u.Username+" added.")
 	}
 }
@@ -139,6 +140,7 @@ func (s *server) handleAdminInvite(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("invitation created", "admin", sess.User.Username)
+	s.record(r, "admin", sess.User.Username, "", "created an invitation")
 	s.render(w, http.StatusOK, "link", linkPage{pageData: s.pageData(sess, ""), Title: "Invitation link",
 		Link: s.cfg.Issuer + "/invite?token=" + tok, What: "Send this link to the person you invite. It works once, for 7 days."})
 }
@@ -189,6 +191,7 @@ func (s *server) handleAdminUserAction(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.log.Info("user "+action+"d", "user", u.Username, "admin", sess.User.Username)
+		s.record(r, "admin", sess.User.Username, "", action+"d the user "+u.Username)
 		s.seeOther(w, r, "/admin/users", "User "+u.Username+" "+action+"d.")
 	case "reset":
 		tok := newSecret()

@@ -488,6 +488,7 @@ func (s *server) handleConnectionRevoke(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	s.log.Info("connection revoked by the user", "client_id", r.PathValue("id"), "user", sess.User.Username)
+	s.record(r, "revocation", sess.User.Username, r.PathValue("id"), "revoked the app's access")
 	s.seeOther(w, r, "/oauth/client/connections", "The application's access is revoked.")
 }
 

@@ -267,6 +267,7 @@ func (s *server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("client registered dynamically", "client_id", c.ID, "public", c.Public)
+	s.record(r, "registration", "", c.ID, "registered itself (RFC 7591): "+c.Name)
 	out := s.metadataOf(c)
 	out["registration_access_token"] = regToken
 	if secret != "" {

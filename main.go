@@ -157,6 +157,7 @@ func serveConfig(args []string, stderr io.Writer, getenv func(string) string) (c
 	fs.BoolVar(&cfg.UserApps, "user-apps", cfg.UserApps, "let signed-in users register their own applications (false: administrators only)")
 	fs.StringVar(&cfg.SMTP, "smtp", "", "mail server for invitations, password resets and email verification: smtp://USER@HOST:587 (STARTTLS) or smtps://USER@HOST:465; password in OAUTHD_SMTP_PASSWORD")
 	fs.StringVar(&cfg.MailFrom, "mail-from", "", "sender address of the mail oauthd sends (with -smtp)")
+	retention := fs.String("event-retention", "30d", "how long the activity page keeps events: days (30d) or a duration")
 	fs.StringVar(&cfg.Name, "name", "oauthd", "the instance's name, shown on every page (titles, header, consent) and in mail")
 	fs.StringVar(&cfg.Logo, "logo", "", "path of a PNG or SVG logo (at most 256 KiB) shown on every page and as the favicon")
 	fs.BoolVar(&cfg.AllowNetFS, "allow-network-fs", false, "serve a database on a network file system (NFS, SMB/CIFS) despite its unreliable locking")
@@ -195,6 +196,9 @@ func serveConfig(args []string, stderr io.Writer, getenv func(string) string) (c
 		return cfg, nil, usageError("-issuer: %v", err)
 	}
 	cfg.Issuer = iss
+	if cfg.EventRetention, err = parseRetention(*retention); err != nil {
+		return cfg, nil, usageError("-event-retention %v", err)
+	}
 	if cfg.SMTP != "" {
 		cfg.SMTPPassword = getenv("OAUTHD_SMTP_PASSWORD")
 		if _, err := parseMailer(cfg.SMTP, cfg.SMTPPassword, cfg.MailFrom); err != nil {
@@ -346,6 +350,9 @@ func (s *server) purgeLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			n, err := s.store.purge(ctx, s.now(), s.cfg.RefreshGrace)
+			if err == nil {
+				err = s.store.purgeEvents(ctx, s.now().Add(-s.cfg.EventRetention).Unix())
+			}
 			if err == nil {
 				err = s.store.deleteRetiredKeys(ctx, s.keyCutoff())
 			}

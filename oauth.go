@@ -612,6 +612,7 @@ func (s *server) handleConsent(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.log.Info("device authorization answered", "client_id", req.ClientID, "user", sess.User.Username, "decision", decision)
+		s.record(r, "consent", sess.User.Username, req.ClientID, decision+" (device)")
 		title, msg := "Device connected", "You can return to your device; it will continue by itself."
 		if decision == "deny" {
 			title, msg = "Request denied", "The device was not given access. You can close this page."
@@ -621,8 +622,10 @@ func (s *server) handleConsent(w http.ResponseWriter, r *http.Request) {
 	}
 	if decision == "deny" {
 		s.log.Info("authorization denied by the user", "client_id", req.ClientID, "user", sess.User.Username)
+		s.record(r, "consent", sess.User.Username, req.ClientID, "deny")
 		http.Redirect(w, r, s.errorRedirect(req, errAccessDenied, "the user denied the request"), http.StatusSeeOther)
 		return
 	}
+	s.record(r, "consent", sess.User.Username, req.ClientID, "allow: "+strings.Join(req.Scopes, " "))
 	s.issueCode(w, r, req, sess, req.Scopes, http.StatusSeeOther)
 }

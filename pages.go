@@ -32,7 +32,7 @@ func parsePages(site, logoURL string) map[string]*template.Template {
 	funcs := template.FuncMap{"date": date, "join": strings.Join, "synced": func(f byte) bool { return f&flagBE != 0 },
 		"site": func() string { return site }, "logo": func() string { return logoURL }}
 	for _, name := range []string{"login", "consent", "error", "newaccount", "home", "account", "logout", "message", "device",
-		"client_form", "clients", "client_secret", "client_delete", "connections", "admin_users", "link", "reset", "confirm", "redirect_error", "forgot",
+		"client_form", "clients", "client_secret", "client_delete", "connections", "admin_users", "link", "reset", "confirm", "redirect_error", "forgot", "activity",
 		"groups", "groups_edit", "groups_delete", "groups_noaccess", "admin_user",
 		"security", "security_totp", "security_codes", "security_confirm", "security_factor"} {
 		pages[name] = template.Must(template.New("base.html").Funcs(funcs).ParseFS(templateFS, "templates/base.html", "templates/"+name+".html"))
@@ -404,6 +404,7 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	if good && err == nil && u.Disabled {
 		// Only the right password learns this: it is the account's owner, who needs to know.
 		s.log.Info("login refused: account disabled", "user", u.Username, "from", from)
+		s.record(r, "sign-in failed", u.Username, "", "account disabled")
 		page.Error = "This account is disabled. Ask your administrator to enable it."
 		s.render(w, http.StatusForbidden, "login", page)
 		return
@@ -411,6 +412,9 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	if !good || err != nil {
 		// Only a known username is logged: an unknown one may be a password typed in the wrong box.
 		s.log.Info("login failed", "user", u.Username, "known_user", err == nil, "from", from)
+		if err == nil {
+			s.record(r, "sign-in failed", u.Username, "", "wrong password")
+		}
 		page.Error = "Incorrect username or password."
 		s.render(w, http.StatusUnauthorized, "login", page)
 		return
@@ -435,6 +439,7 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	s.setDeviceCookie(w, account, now)
 	s.log.Info("login", "user", u.Username, "from", from)
+	s.record(r, "sign-in", u.Username, "", "with the password")
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 

@@ -44,6 +44,7 @@ type config struct {
 	MailFrom           string        // the sender of mail (-mail-from)
 	Name               string        // the instance's name on every page and in mail (-name)
 	Logo               string        // path of a PNG or SVG logo shown on every page (-logo)
+	EventRetention     time.Duration // how long the activity log keeps events (-event-retention)
 	MFA                string        // second factors: off, optional, required or admins (mfa.go)
 
 	KeyGen func(alg string) (crypto.Signer, error) // makes signing keys; nil means generateKey
@@ -53,20 +54,21 @@ type config struct {
 // defaultConfig holds the production defaults.
 func defaultConfig() config {
 	return config{
-		Addr:          "127.0.0.1:8080",
-		DB:            "oauthd.db",
-		LogLevel:      "info",
-		TokenTTL:      time.Hour,
-		RefreshTTL:    30 * 24 * time.Hour,
-		RefreshGrace:  10 * time.Second,
-		CodeTTL:       60 * time.Second,
-		SessionTTL:    24 * time.Hour,
-		PurgeInterval: time.Minute,
-		PasswordIter:  defaultPBKDF2Iter,
-		Registration:  registrationToken,
-		LogFormat:     "text",
-		UserApps:      true,
-		MFA:           mfaOptional,
+		Addr:           "127.0.0.1:8080",
+		DB:             "oauthd.db",
+		LogLevel:       "info",
+		TokenTTL:       time.Hour,
+		RefreshTTL:     30 * 24 * time.Hour,
+		RefreshGrace:   10 * time.Second,
+		CodeTTL:        60 * time.Second,
+		SessionTTL:     24 * time.Hour,
+		PurgeInterval:  time.Minute,
+		PasswordIter:   defaultPBKDF2Iter,
+		Registration:   registrationToken,
+		LogFormat:      "text",
+		UserApps:       true,
+		EventRetention: 30 * 24 * time.Hour,
+		MFA:            mfaOptional,
 	}
 }
 
@@ -247,6 +249,7 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("GET /admin/users/{name}", s.handleAdminUser)
 	mux.Handle("POST /admin/users/{name}/edit", s.form(s.handleAdminUserEdit))
 	mux.Handle("POST /admin/users/{name}/claims", s.form(s.handleAdminUserClaims))
+	mux.HandleFunc("GET /admin/activity", s.handleActivity)
 	mux.HandleFunc("GET /admin/groups", s.handleAdminGroups)
 	mux.Handle("POST /admin/groups", s.form(s.handleAdminAddGroup))
 	mux.HandleFunc("GET /admin/groups/{name}", s.handleAdminGroup)

@@ -375,6 +375,8 @@ CREATE TRIGGER group_claims_del AFTER DELETE ON group_claims BEGIN UPDATE genera
 	// 7: passkeys and second factors: how each session, code and grant was authenticated,
 	// per-client MFA, passkeys, TOTP, recovery codes (store_mfa.go).
 	migrationMFA,
+	// 8: the activity log (activity.go).
+	migrationEvents,
 }
 
 // dsn builds the modernc DSN with every pragma in it, so that each pooled connection gets them.
