@@ -369,3 +369,30 @@ func TestRedirectURIErrorPage(t *testing.T) {
 		}
 	}
 }
+
+// TestTemplateLayout: the design system's rules, checked on every page template: no inline
+// script or style; every list table is a table.list whose cells carry a data-label (the
+// stacked cards on a phone) or are the actions cell; list pages use the wide layout.
+func TestTemplateLayout(t *testing.T) {
+	names, _ := fs.Glob(templateFS, "templates/*.html")
+	td := regexp.MustCompile(`<td[ >]`)
+	for _, n := range names {
+		b, _ := templateFS.ReadFile(n)
+		s := string(b)
+		if regexp.MustCompile(`<script(?: [^>]*)?>[^<]`).MatchString(s) || strings.Contains(s, " style=") || strings.Contains(s, "<style") || regexp.MustCompile(` on[a-z]+=`).MatchString(s) {
+			t.Errorf("%s has inline script or style", n)
+		}
+		if !strings.Contains(s, "<table") {
+			continue
+		}
+		if strings.Contains(s, "<table>") {
+			t.Errorf("%s has a table without class list", n)
+		}
+		for _, loc := range td.FindAllStringIndex(s, -1) {
+			cell := s[loc[0]:min(loc[0]+80, len(s))]
+			if !strings.Contains(cell[:strings.Index(cell, ">")+1], "data-label=") && !strings.Contains(cell, `class="actions-cell"`) {
+				t.Errorf("%s: a cell without data-label: %s", n, cell)
+			}
+		}
+	}
+}

@@ -239,6 +239,9 @@ type totpPage struct {
 // renderTOTP shows the enrolment page for a secret.
 func (s *server) renderTOTP(w http.ResponseWriter, r *http.Request, a actor, secret []byte, status int, msg string) {
 	issuer := s.mfa.rp.ID
+	if s.cfg.Name != "" && s.cfg.Name != "oauthd" {
+		issuer = s.cfg.Name // -name: what the authenticator app shows
+	}
 	if issuer == "" {
 		issuer = strings.TrimPrefix(strings.TrimPrefix(s.cfg.Issuer, "https://"), "http://")
 	}
