@@ -134,7 +134,7 @@ func runTailLoad(b *testing.B, ts *testServer, spec loadSpec) loadResult {
 	b.ReportMetric(float64(res.P50)/1000, "p50_ms")
 	b.ReportMetric(float64(res.P99)/1000, "p99_ms")
 	b.ReportMetric(float64(res.Max)/1000, "max_ms")
-	reportServerStats(b, ts)
+	reportServerStats(b, ts, res.N)
 	if os.Getenv("OAUTHD_TAIL_VERBOSE") != "" {
 		b.Logf("N=%d p90=%.1fms p99.9=%.1fms slowest (start ms, took ms): %s", res.N, float64(res.P90)/1000,
 			float64(res.P999)/1000, slowList(res.Slowest))
@@ -227,9 +227,9 @@ func resetDur(d *durStats) {
 	}
 }
 
-// reportServerStats reports the server process's CPU, and its writer's batch size, longest
-// commit and flush, and the WAL's size.
-func reportServerStats(b *testing.B, ts *testServer) {
+// reportServerStats reports the server process's CPU and disk writes per request (n of them),
+// and its writer's batch size, longest commit and flush, and the WAL's size.
+func reportServerStats(b *testing.B, ts *testServer, n int) {
 	cpu := cpuSince(cpuAtStart)
 	b.ReportMetric(cpu.Seconds()/b.Elapsed().Seconds(), "srv_cpu_cores")
 	st := ts.s.store
@@ -255,6 +255,10 @@ func reportServerStats(b *testing.B, ts *testServer) {
 	}
 	if fi, err := os.Stat(st.path + "-wal"); err == nil {
 		b.ReportMetric(float64(fi.Size())/(1<<20), "wal_MB")
+	}
+	if n > 0 {
+		io := procIO()
+		b.ReportMetric((io[1]-ioAtStart[1])/float64(n)/1024, "disk_KB/op")
 	}
 }
 
