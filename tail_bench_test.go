@@ -284,6 +284,9 @@ func reportServerStats(b *testing.B, ts *testServer, n int) {
 			b.ReportMetric(float64(w.jobsRun.Load())/float64(n), "jobs/commit")
 			b.ReportMetric(float64(w.commitTime.max.Load())/1e6, "commit_max_ms")
 			b.ReportMetric(float64(w.syncTime.max.Load())/1e6, "sync_max_ms")
+			if n := w.syncTime.n.Load(); n > 0 {
+				b.ReportMetric(float64(w.syncTime.total.Load())/float64(n)/1e6, "sync_mean_ms")
+			}
 			b.ReportMetric(float64(w.commitTime.over[3].Load()), "commits≥16ms")
 		}
 	}
