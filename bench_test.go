@@ -385,6 +385,9 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(loadEnv); spec != "" { // the test binary as a load generator (loadgen_test.go)
 		os.Exit(loadgenMain(spec))
 	}
+	if db := os.Getenv(ckptChildEnv); db != "" { // a writer to kill mid-checkpoint (checkpoint_test.go)
+		os.Exit(ckptChildMain(db))
+	}
 	code := m.Run()
 	for _, d := range benchDirs {
 		os.RemoveAll(d)

@@ -1053,7 +1053,7 @@ func serveFor(t *testing.T, db string) *syncBuffer {
 		}
 	})
 	waitFor(t, func() bool {
-		return strings.Contains(logs.String(), "oauthd listening") && strings.Contains(logs.String(), "setup")
+		return strings.Contains(logs.String(), "oauthd listening") && strings.Contains(logs.String(), "one-time") // the setup URL line (the temp path may contain "setup")
 	})
 	return logs
 }

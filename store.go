@@ -391,11 +391,45 @@ func dsn(path string) string { return dsnSync(path, "full") }
 func writerDSN(path string) string { return dsnSync(path, "normal") }
 
 func dsnSync(path, sync string) string {
-	esc := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
-	// page_size applies when the file is created (2 KiB pages: random token keys dirty whole
-	// pages, and smaller ones mean fewer bytes per commit); on an existing file it is a no-op.
-	return "file:" + esc + "?_pragma=page_size(2048)&_pragma=busy_timeout(10000)&_pragma=journal_mode(wal)" +
+	return "file:" + escapePath(path) + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(wal)" +
 		"&_pragma=foreign_keys(1)&_pragma=synchronous(" + sync + ")&_pragma=temp_store(memory)&_txlock=immediate"
+}
+
+// escapePath escapes the characters a file: URI gives a meaning to.
+func escapePath(path string) string {
+	return strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
+}
+
+// createDB creates the database file when there is none: readable by this account alone
+// (SQLite gives its -wal and -shm files the same mode), with 2 KiB pages, in WAL mode. The
+// page size must be set before anything else: the driver applies a DSN's pragmas in
+// alphabetical order, journal_mode before page_size, and switching to WAL writes the first
+// page, which fixes the page size (so page_size in the DSN never took effect).
+func createDB(ctx context.Context, path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	f.Close()
+	db, err := sql.Open("sqlite", "file:"+escapePath(path))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	for _, q := range []string{"PRAGMA page_size = 2048", "PRAGMA journal_mode = wal"} {
+		if _, err := conn.ExecContext(ctx, q); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // openStore opens (creating if needed) the database at path and brings its schema up to date.
@@ -404,7 +438,7 @@ func openStore(ctx context.Context, path string) (*store, error) {
 	if path == "" {
 		return nil, errors.New("database path is empty")
 	}
-	if err := createPrivate(path); err != nil {
+	if err := createDB(ctx, path); err != nil {
 		return nil, fmt.Errorf("create database %s: %w", path, err)
 	}
 	db, err := sql.Open("sqlite", dsn(path))
@@ -464,22 +498,6 @@ func openStore(ctx context.Context, path string) (*store, error) {
 		return err
 	}, &freshWatch{st: st}, keeper)
 	return st, nil
-}
-
-// createPrivate creates a missing database file, empty (which SQLite takes as a new
-// database), readable and writable only by this account, before SQLite opens it: SQLite would
-// create it 0644 less the umask, and it gives the -wal and -shm files it makes the main file's
-// mode. The keys table holds the signing keys and the users table every password hash. An
-// existing file is left as it is (a loose one is warned about at start, fileModeWarnings).
-func createPrivate(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	return f.Close()
 }
 
 // reportTo makes the store log what goes wrong in its background work (checkpoints) to log.

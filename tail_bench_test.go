@@ -62,6 +62,52 @@ func BenchmarkTail(b *testing.B) {
 	}
 }
 
+// BenchmarkTailMixed issues client_credentials tokens and introspects a token at once, 16
+// clients each (one generator process each), as an API gateway checking tokens beside
+// services fetching them: does the writer's disk work hold up the reads? One 3-second run.
+func BenchmarkTailMixed(b *testing.B) {
+	ts := benchServer(b)
+	cc := tailSpec(b, ts, "client_credentials", 16)
+	in := tailSpec(b, ts, "introspect", 16)
+	// Both run for the same time (3 s, whatever b.N is), so that each meets the other throughout.
+	cc.Seconds, in.Seconds = 3, 3
+	var procs [2]*loadProc
+	for i, spec := range []loadSpec{cc, in} {
+		p, err := startLoad(spec)
+		if err != nil {
+			b.Fatal(err)
+		}
+		procs[i] = p
+	}
+	resetServerStats(ts.s.store)
+	startTimer(b)
+	var res [2]loadResult
+	var errs [2]error
+	var wg sync.WaitGroup
+	for i, p := range procs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res[i], errs[i] = p.run()
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	for i, name := range []string{"cc", "introspect"} {
+		if errs[i] != nil {
+			b.Fatal(errs[i])
+		}
+		if res[i].Errors > 0 {
+			b.Fatalf("%s: %d requests failed; the first: %s", name, res[i].Errors, res[i].FirstError)
+		}
+		b.ReportMetric(float64(res[i].N)/res[i].Seconds, name+"_req/s")
+		b.ReportMetric(float64(res[i].P50)/1000, name+"_p50_ms")
+		b.ReportMetric(float64(res[i].P99)/1000, name+"_p99_ms")
+		b.ReportMetric(float64(res[i].Max)/1000, name+"_max_ms")
+	}
+	reportServerStats(b, ts, res[0].N+res[1].N)
+}
+
 // tailSpec sets up ts for one kind of load and says how to generate it.
 func tailSpec(b *testing.B, ts *testServer, kind string, conc int) loadSpec {
 	b.Helper()
@@ -238,6 +284,9 @@ func reportServerStats(b *testing.B, ts *testServer, n int) {
 			b.ReportMetric(float64(w.jobsRun.Load())/float64(n), "jobs/commit")
 			b.ReportMetric(float64(w.commitTime.max.Load())/1e6, "commit_max_ms")
 			b.ReportMetric(float64(w.syncTime.max.Load())/1e6, "sync_max_ms")
+			if n := w.syncTime.n.Load(); n > 0 {
+				b.ReportMetric(float64(w.syncTime.total.Load())/float64(n)/1e6, "sync_mean_ms")
+			}
 			b.ReportMetric(float64(w.commitTime.over[3].Load()), "commits≥16ms")
 		}
 	}
