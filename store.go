@@ -377,6 +377,9 @@ CREATE TRIGGER group_claims_del AFTER DELETE ON group_claims BEGIN UPDATE genera
 	migrationMFA,
 	// 8: the activity log (activity.go).
 	migrationEvents,
+	// 9: forward auth: protected apps' origins, their one-time codes and app sessions
+	// (store_forwardauth.go).
+	migrationForwardAuth,
 }
 
 // dsn builds the modernc DSN with every pragma in it, so that each pooled connection gets them.
