@@ -492,9 +492,12 @@ func (s *server) handleConnectionRevokePage(w http.ResponseWriter, r *http.Reque
 		s.serverErrorPage(w, r, err)
 		return
 	}
-	s.confirm(w, sess, "connection", confirmPage{Title: "Revoke " + c.Name + "?",
-		Message: c.Name + " is signed out at once: every token it holds for you stops working, and it must ask for your approval again.",
-		Action:  "/oauth/client/connections/" + c.ID + "/revoke", Button: "Revoke access", Cancel: "/oauth/client/connections"})
+	msg := c.Name + " is signed out at once: every token it holds for you stops working, and it must ask for your approval again."
+	if len(c.ForwardOrigins) > 0 { // a protected app (forwardauth.go)
+		msg = "You are signed out of " + c.Name + " at once, in every browser. Opening it again signs you in again through this service."
+	}
+	s.confirm(w, sess, "connection", confirmPage{Title: "Revoke " + c.Name + "?", Message: msg,
+		Action: "/oauth/client/connections/" + c.ID + "/revoke", Button: "Revoke access", Cancel: "/oauth/client/connections"})
 }
 
 // handleConnectionRevoke forgets the consent and revokes every token of that app at once.
