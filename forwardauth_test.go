@@ -189,7 +189,7 @@ type fwdSignIn struct {
 
 // startSignIn runs a check without a session at origin (https) and the start page in b,
 // signed in at oauthd, and returns what the callback would receive.
-func startSignIn(t *testing.T, ts *testServer, b *browser, host, uri string) fwdSignIn {
+func startSignIn(t testing.TB, ts *testServer, b *browser, host, uri string) fwdSignIn {
 	t.Helper()
 	resp := ts.check("/oauth/forward-auth", proxyAddr, "https", host, uri, nil)
 	body(resp)
@@ -327,7 +327,7 @@ func TestForwardAuthCallback(t *testing.T) {
 
 // forwardSession signs b in to the protected app at host (https) and returns the app
 // session's cookie.
-func forwardSession(t *testing.T, ts *testServer, b *browser, host string) *http.Cookie {
+func forwardSession(t testing.TB, ts *testServer, b *browser, host string) *http.Cookie {
 	t.Helper()
 	f := startSignIn(t, ts, b, host, "/")
 	resp := ts.callback(host, f.callback.RawQuery, f.cookie)
@@ -842,4 +842,47 @@ func TestForwardAuthBrowser(t *testing.T) {
 			}
 		})
 	}
+}
+
+// BenchmarkForwardAuth is the check of a request with a valid app session, as the proxy
+// makes it before every request to a protected app: it must cost no write and no password
+// work (compare x_baseline with BenchmarkBaseline's run just before it).
+//
+//	go test -run '^$' -bench 'Baseline$|ForwardAuth$' -benchtime 2s .
+func BenchmarkForwardAuth(b *testing.B) {
+	ts := benchServer(b, func(c *config) { c.TrustedProxy = "127.0.0.1" })
+	ctx := context.Background()
+	ts.s.store.createGroup(ctx, group{Name: "family", CreatedAt: 1})
+	ts.addProtectedApp("Jellyfin", []string{"https://media.example.com"}, "family")
+	name := ts.addBenchUser()
+	ts.s.store.addMembers(ctx, "family", []string{name})
+	br := ts.browser(name, "bench password")
+	br.login()
+	ck := forwardSession(b, ts, br, "media.example.com")
+	hdr := http.Header{"X-Forwarded-Proto": {"https"}, "X-Forwarded-Host": {"media.example.com"}, "X-Forwarded-Uri": {"/web/index.html"},
+		"X-Forwarded-Method": {"GET"}, "Cookie": {ck.Name + "=" + ck.Value}}
+	u := ts.url + "/oauth/forward-auth"
+	writes := ts.s.store.w.jobsRun.Load()
+	runParallel(b, func(pb *testing.PB) {
+		for pb.Next() {
+			req, _ := http.NewRequest("GET", u, nil)
+			req.Header = hdr
+			resp, err := benchClient.Do(req)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || resp.Header.Get("Remote-Groups") != "family" {
+				b.Errorf("check = %d %v", resp.StatusCode, resp.Header)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	if n := ts.s.store.w.jobsRun.Load() - writes; n > 0 {
+		b.Errorf("the checks wrote %d times", n)
+	}
+	report(b, ts)
 }
