@@ -26,6 +26,7 @@ type cache struct {
 	clients map[string]client
 	tokens  map[string]tokenInfo // by token hash
 	max     int                  // bound on tokens
+	res     resourceCache        // resources, user subjects and the JWT key (resources.go)
 }
 
 // maxCachedTokens bounds the token cache (a few MB at most).
@@ -41,6 +42,7 @@ func (c *cache) flush() {
 	c.epoch++
 	clear(c.clients)
 	clear(c.tokens)
+	c.res = resourceCache{}
 	c.mu.Unlock()
 }
 
@@ -79,6 +81,7 @@ func (c *cache) generation(n int64) {
 		c.epoch++
 		clear(c.clients)
 		clear(c.tokens)
+		c.res = resourceCache{}
 		c.gen = n
 	}
 	c.mu.Unlock()

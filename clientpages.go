@@ -241,7 +241,7 @@ func (s *server) handleClientEdit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("client edited on the pages", "client_id", c.ID, "user", sess.User.Username)
-	http.Redirect(w, r, "/oauth/client/list", http.StatusSeeOther)
+	http.Redirect(w, r, s.path("/oauth/client/list"), http.StatusSeeOther)
 }
 
 // handleClientRotate replaces a confidential client's secret and shows the new one once.
@@ -301,7 +301,7 @@ func (s *server) handleClientDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("client deleted on the pages", "client_id", c.ID, "user", sess.User.Username)
-	http.Redirect(w, r, "/oauth/client/list", http.StatusSeeOther)
+	http.Redirect(w, r, s.path("/oauth/client/list"), http.StatusSeeOther)
 }
 
 // connectionsPage lists the apps the user has authorized.
@@ -343,7 +343,7 @@ func (s *server) handleConnectionRevoke(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	s.log.Info("connection revoked by the user", "client_id", r.PathValue("id"), "user", sess.User.Username)
-	http.Redirect(w, r, "/oauth/client/connections", http.StatusSeeOther)
+	http.Redirect(w, r, s.path("/oauth/client/connections"), http.StatusSeeOther)
 }
 
 // date formats unix seconds for the pages.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/url"
@@ -20,6 +21,7 @@ type clientSpec struct {
 	Public, AlwaysRefresh, Dynamic bool
 	IDTokenAlg, LogoURI, ClientURI string
 	OwnerID                        int64
+	ApplicationType                string // web or native (dynamic registration); "": web
 }
 
 // specError is a validation failure; Redirect marks redirect URI problems, which RFC 7591
@@ -108,6 +110,7 @@ func (sp clientSpec) apply(c *client) error {
 	if sp.OwnerID != 0 {
 		c.OwnerID = sp.OwnerID
 	}
+	c.ApplicationType = cmp.Or(sp.ApplicationType, c.ApplicationType, "web") // the pages and the CLI leave it as it is
 	return nil
 }
 

@@ -33,6 +33,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = runUser(ctx, args[1:], stdin, stdout, stderr, getenv)
 	case len(args) > 0 && args[0] == "client":
 		err = runClient(ctx, args[1:], stdout, stderr, getenv)
+	case len(args) > 0 && args[0] == "resource":
+		err = runResource(ctx, args[1:], stdout, stderr, getenv)
 	case len(args) > 0 && args[0] == "keys":
 		err = runKeys(ctx, args[1:], stdout, getenv)
 	case len(args) > 0 && args[0] == "registration-token":
@@ -77,6 +79,8 @@ const usage = `oauthd: a single-binary OAuth 2 authorization server.
   oauthd client add -name NAME -redirect-uri URI [-redirect-uri URI ...] [-public] [-scope "a b"] [-description TEXT]
                     [-post-logout-redirect-uri URI ...] [-id-token-alg RS256|ES256] [-always-refresh]
   oauthd client list | del ID | rotate-secret ID    (each takes -db PATH)
+  oauthd resource add -uri URI -name NAME [-scope "a b"] [-jwt] [-token-ttl D]   register a resource server (an MCP server, an API)
+  oauthd resource list | del URI [-db PATH]
   oauthd keys rotate | list [-db PATH]              ID token signing keys
   oauthd registration-token create [-ttl 24h] [-uses 1] [-db PATH]   initial access token for RFC 7591 registration
   oauthd backup [-db PATH] FILE                     consistent copy of the database, also while serving
@@ -133,6 +137,8 @@ func serveConfig(args []string, stderr io.Writer, getenv func(string) string) (c
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log line format: text or json")
 	fs.StringVar(&cfg.TrustedProxy, "trusted-proxy", "", "comma-separated CIDRs of reverse proxies whose X-Forwarded-For names the client's address")
 	fs.BoolVar(&cfg.AllowNetFS, "allow-network-fs", false, "serve a database on a network file system (NFS, SMB/CIFS) despite its unreliable locking")
+	fs.BoolVar(&cfg.ClientMetadataDocuments, "client-metadata-documents", cfg.ClientMetadataDocuments, "accept https client_id URLs whose metadata document describes the client (MCP hosts)")
+	fs.BoolVar(&cfg.AllowPrivateClientMetadata, "allow-private-client-metadata", false, "fetch client metadata documents from loopback and private addresses too (unsafe: lets anyone make the server reach your internal network)")
 	var names []string
 	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
 	if err := parseFlags(fs, args, getenv, names...); err != nil {

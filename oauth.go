@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -40,6 +41,11 @@ type config struct {
 	TrustedProxy  string        // comma-separated CIDRs whose X-Forwarded-For is believed
 	AllowNetFS    bool          // serve a database on NFS/SMB/CIFS anyway
 
+	ClientMetadataDocuments    bool          // accept client ID metadata documents (cimd.go)
+	AllowPrivateClientMetadata bool          // fetch them from loopback and private addresses too (tests, labs)
+	MetadataTLS                *tls.Config   // TLS of those fetches; nil: the system's roots (tests set their CA)
+	MetadataTimeout            time.Duration // bound on one fetch; 0: 5 s
+
 	KeyGen func(alg string) (crypto.Signer, error) // makes signing keys; nil means generateKey
 	FSType func(dir string) (int64, error)         // statfs f_type of a directory; nil means statfsType
 }
@@ -59,6 +65,8 @@ func defaultConfig() config {
 		PasswordIter:  defaultPBKDF2Iter,
 		Registration:  registrationToken,
 		LogFormat:     "text",
+
+		ClientMetadataDocuments: true,
 	}
 }
 
@@ -71,7 +79,8 @@ type server struct {
 	pages   map[string]*template.Template // page name -> base layout + page
 	csrfKey []byte                        // HMAC key of the per-form CSRF tokens
 	cop     *http.CrossOriginProtection
-	secure  bool // issuer is https: Secure and __Host- cookies
+	secure  bool   // issuer is https: Secure and __Host- cookies
+	prefix  string // the issuer's path ("/auth"), "" at the root of its host (prefix.go)
 
 	setupMu   sync.Mutex
 	setupHash []byte // SHA-256 of the one-time first-run setup token; nil when none
@@ -82,6 +91,8 @@ type server struct {
 	guard         guards   // brute-force backoff and the password-hashing bound
 
 	hostWarned atomic.Bool // a request arrived for another host than the issuer's (warned once)
+
+	cimd *cimd // client ID metadata documents: fetcher and cache (cimd.go)
 
 	dummyOnce sync.Once
 	dummyHash string // a password hash checked for unknown users, so failures cost the same
@@ -107,14 +118,16 @@ func newServer(ctx context.Context, cfg config, st *store, log *slog.Logger) (*s
 		store:   st,
 		log:     log,
 		now:     time.Now,
-		pages:   parsePages(),
+		pages:   parsePages(issuerPath(iss)),
 		csrfKey: key,
 		cop:     http.NewCrossOriginProtection(),
 		secure:  strings.HasPrefix(iss, "https://"),
+		prefix:  issuerPath(iss),
 
 		deviceTries:   newLimiter(5, 15*time.Minute),
 		registrations: newLimiter(20, time.Hour),
 		guard:         newGuards(proxies),
+		cimd:          newCIMD(cfg),
 	}
 	gen := cfg.KeyGen
 	if gen == nil {
@@ -139,10 +152,11 @@ func normalizeIssuer(iss string) (string, error) {
 	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 		return "", fmt.Errorf("issuer %q must not have a query, fragment or user info", iss)
 	}
-	if strings.TrimSuffix(u.Path, "/") != "" {
-		return "", fmt.Errorf("issuer %q has a path; oauthd serves from the root of its host", iss)
+	path := strings.TrimSuffix(u.Path, "/")
+	if err := validIssuerPath(path); err != nil {
+		return "", fmt.Errorf("issuer %q: %v", iss, err)
 	}
-	return u.Scheme + "://" + u.Host, nil
+	return u.Scheme + "://" + u.Host + path, nil
 }
 
 // routes is every URL the server answers.
@@ -167,7 +181,7 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("GET /oauth/logout", s.handleEndSession)
 	mux.HandleFunc("POST /oauth/logout", s.handleEndSession)
 	for _, p := range []string{"/oauth/access_token", "/oauth/token", "/oauth/revoke", "/oauth/userinfo", "/oauth/jwks", "/oauth/register",
-		"/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"} {
+		"/.well-known/oauth-authorization-server", "/.well-known/openid-configuration", "/oauth/register/{id}"} {
 		mux.HandleFunc("OPTIONS "+p, handlePreflight)
 	}
 	// Pages for people.
@@ -178,9 +192,9 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("GET /setup", s.handleSetupPage)
 	mux.Handle("POST /setup", s.form(s.handleSetup))
 	mux.HandleFunc("POST /oauth/register", cors(s.handleRegister))
-	mux.HandleFunc("GET /oauth/register/{id}", s.handleRegistrationGet)
-	mux.HandleFunc("PUT /oauth/register/{id}", s.handleRegistrationPut)
-	mux.HandleFunc("DELETE /oauth/register/{id}", s.handleRegistrationDelete)
+	mux.HandleFunc("GET /oauth/register/{id}", cors(s.handleRegistrationGet))
+	mux.HandleFunc("PUT /oauth/register/{id}", cors(s.handleRegistrationPut))
+	mux.HandleFunc("DELETE /oauth/register/{id}", cors(s.handleRegistrationDelete))
 	mux.HandleFunc("POST /oauth/device_authorization", s.handleDeviceAuthorization)
 	mux.HandleFunc("GET /device", s.handleDevicePage)
 	mux.Handle("POST /device", s.form(s.handleDevice))
@@ -202,12 +216,15 @@ func (s *server) routes() http.Handler {
 	mux.Handle("POST /admin/users", s.form(s.handleAdminAddUser))
 	mux.Handle("POST /admin/users/invite", s.form(s.handleAdminInvite))
 	mux.Handle("POST /admin/users/{name}/{action}", s.form(s.handleAdminUserAction))
+	mux.HandleFunc("GET /admin/resources", s.handleAdminResources)
+	mux.Handle("POST /admin/resources", s.form(s.handleAdminAddResource))
+	mux.Handle("POST /admin/resources/delete", s.form(s.handleAdminDeleteResource))
 	mux.HandleFunc("GET /invite", s.handleInvitePage)
 	mux.Handle("POST /invite", s.form(s.handleInvite))
 	mux.HandleFunc("GET /reset", s.handleResetPage)
 	mux.Handle("POST /reset", s.form(s.handleReset))
 	mux.HandleFunc("GET /healthz", s.handleHealthz)
-	return s.headers(s.watchHost(s.logRefusals(http.MaxBytesHandler(mux, maxBody))))
+	return s.headers(s.watchHost(s.logRefusals(http.MaxBytesHandler(s.underPrefix(mux), maxBody))))
 }
 
 // maxBody bounds every request body.
@@ -378,6 +395,9 @@ func tokenKey(tok string) []byte {
 			return append(t[:], h[:]...)
 		}
 	}
+	if k, ok := jwtTokenKey(tok, h); ok { // an RFC 9068 access token (jwtat.go)
+		return k
+	}
 	return h[:]
 }
 
@@ -524,6 +544,7 @@ type authRequest struct {
 	CodeChallenge string   `json:"code_challenge,omitempty"`
 	Nonce         string   `json:"nonce,omitempty"`
 	DeviceHash    []byte   `json:"device_hash,omitempty"` // a device flow's code (RFC 8628): answer it, redirect nowhere
+	Resources     []string `json:"resources,omitempty"`   // RFC 8707 resource indicators, canonical and sorted
 }
 
 // handleAuthorize is the authorization endpoint (RFC 6749 §4.1.1). client_id and redirect_uri
@@ -549,8 +570,12 @@ func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, http.StatusBadRequest, "Invalid request", "The request has no client_id.")
 		return
 	}
-	c, err := s.store.lookupClient(r.Context(), q.Get("client_id"))
-	if errors.Is(err, errNotFound) {
+	c, err := s.authorizeClient(r, q.Get("client_id")) // a client ID metadata document is fetched (cimd.go)
+	var me *metadataError
+	if errors.As(err, &me) {
+		s.errorPage(w, me.status, "Application not usable", me.Error())
+		return
+	} else if errors.Is(err, errNotFound) {
 		s.errorPage(w, http.StatusBadRequest, "Unknown application", "No application is registered with this client_id.")
 		return
 	} else if err != nil {
@@ -572,7 +597,7 @@ func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, s.errorRedirect(req, code, desc), http.StatusFound)
 	}
 	for k, v := range q {
-		if len(v) > 1 {
+		if len(v) > 1 && k != "resource" { // RFC 8707 §2: resource may repeat
 			fail(errInvalidRequest, fmt.Sprintf("the parameter %s is repeated (RFC 6749 §3.1)", k))
 			return
 		}
@@ -586,21 +611,35 @@ func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		fail(errUnsupportedResponseType, "only response_type=code is supported")
 		return
 	}
+	res, err := s.requestedResources(r.Context(), q["resource"]) // RFC 8707 (resources.go)
+	if err != nil {
+		var oe *oauthError
+		if errors.As(err, &oe) {
+			s.targetRefused(w, r, req, oe, slices.Contains(strings.Fields(q.Get("prompt")), "none"))
+		} else {
+			s.serverErrorPage(w, r, err)
+		}
+		return
+	}
+	req.Resources = strings.Fields(resourceURIs(res))
 	if _, ok := q["scope"]; ok {
 		scopes, ok := parseScope(q.Get("scope"))
 		if !ok {
 			fail(errInvalidScope, "scope has characters outside RFC 6749 §3.3")
 			return
 		}
-		allowed := func(s string) bool { return slices.Contains(c.Scopes, s) || slices.Contains(builtinScopes, s) }
+		allowed := func(s string) bool {
+			return slices.Contains(c.Scopes, s) || slices.Contains(builtinScopes, s) || resourceScope(res, s)
+		}
 		if bad := slices.DeleteFunc(slices.Clone(scopes), allowed); len(bad) > 0 {
 			fail(errInvalidScope, "scope not allowed for this client: "+strings.Join(bad, " "))
 			return
 		}
 		req.Scopes = scopes
 	} else {
-		// RFC 6749 §3.3: without a scope parameter the client's registered scopes apply.
-		req.Scopes = slices.Clone(c.Scopes)
+		// RFC 6749 §3.3: without a scope parameter the client's registered scopes apply, and
+		// those of the resources asked for.
+		req.Scopes = normScopes(append(slices.Clone(c.Scopes), resourceScopes(res)...))
 	}
 	// RFC 7636 / RFC 9700 §2.1.1: PKCE with S256 only; required for public clients.
 	challenge, method := q.Get("code_challenge"), q.Get("code_challenge_method")
@@ -674,7 +713,16 @@ func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		s.serverErrorPage(w, r, err)
 		return
 	}
-	if err == nil && subset(req.Scopes, approved) && !slices.Contains(prompt, "consent") {
+	known := err == nil && subset(req.Scopes, approved)
+	if known && len(req.Resources) > 0 {
+		ar, err := s.store.consentResources(r.Context(), sess.User.ID, c.ID)
+		if err != nil && !errors.Is(err, errNotFound) {
+			s.serverErrorPage(w, r, err)
+			return
+		}
+		known = subset(req.Resources, ar)
+	}
+	if known && !slices.Contains(prompt, "consent") {
 		s.issueCode(w, r, req, sess, nil, http.StatusFound)
 		return
 	}
@@ -711,7 +759,7 @@ func (s *server) issueCode(w http.ResponseWriter, r *http.Request, req authReque
 	err := s.store.issueCode(r.Context(), tokenKey(code), authCode{
 		ClientID: req.ClientID, UserID: sess.User.ID, RedirectURI: req.RedirectURI, RedirectGiven: req.RedirectGiven,
 		Scope: strings.Join(req.Scopes, " "), CodeChallenge: req.CodeChallenge, Nonce: req.Nonce,
-		AuthTime: sess.AuthTime, ExpiresAt: now.Add(s.cfg.CodeTTL).Unix(),
+		AuthTime: sess.AuthTime, ExpiresAt: now.Add(s.cfg.CodeTTL).Unix(), Resource: strings.Join(req.Resources, " "),
 	}, consent, now.Unix())
 	if err != nil {
 		s.log.Error("storing an authorization code failed", "client_id", req.ClientID, "cause", err)
@@ -760,7 +808,9 @@ func (s *server) showConsent(w http.ResponseWriter, r *http.Request, c client, r
 		RedirectHost string
 		Scopes       []scopeLine
 		Request      string
-	}{s.pageData(sess, "consent"), c, host, lines, tok})
+		Resources    []resourceLine // "Notes MCP at mcp.example.com" (resources.go)
+		DocumentHost string         // the host of a client ID metadata document (cimd.go)
+	}{s.pageData(sess, "consent"), c, host, lines, tok, s.consentResourceLines(r.Context(), req.Resources), metadataHost(c.ID)})
 }
 
 // handleConsent takes the user's decision from the consent page.
@@ -788,7 +838,7 @@ func (s *server) handleConsent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.DeviceHash != nil {
-		err := s.store.decideDevice(r.Context(), req.DeviceHash, sess.User.ID, sess.AuthTime, decision == "allow", req.Scopes, s.now().Unix())
+		err := s.store.decideDevice(r.Context(), req.DeviceHash, sess.User.ID, sess.AuthTime, decision == "allow", req.Scopes, req.Resources, s.now().Unix())
 		if errors.Is(err, errNotFound) {
 			s.errorPage(w, http.StatusBadRequest, "Code expired", "The code from your device expired or was already used. Start again on the device.")
 			return

@@ -306,6 +306,30 @@ CREATE TRIGGER keys_ins AFTER INSERT ON keys BEGIN UPDATE generation SET n = n +
 CREATE TRIGGER keys_upd AFTER UPDATE ON keys BEGIN UPDATE generation SET n = n + 1; END;
 CREATE TRIGGER keys_del AFTER DELETE ON keys BEGIN UPDATE generation SET n = n + 1; END;
 `,
+	// 5: resource servers and MCP (resources.go): registered resources with their
+	// introspection credential, the RFC 8707 resource indicators of every request, grant and
+	// access token, the resources a user approved for a client, and the OpenID Registration
+	// application_type of dynamically registered clients.
+	`
+CREATE TABLE resources (
+	uri        TEXT PRIMARY KEY,                 -- the resource indicator, canonical (RFC 8707 §2)
+	name       TEXT NOT NULL,                    -- shown on the consent page
+	scopes     TEXT NOT NULL DEFAULT '',         -- space-separated scopes requestable with this resource
+	jwt        INTEGER NOT NULL DEFAULT 0,       -- its access tokens are RFC 9068 JWTs
+	token_ttl  INTEGER NOT NULL DEFAULT 0,       -- its access token lifetime in seconds; 0: the server's -token-ttl
+	client_id  TEXT NOT NULL UNIQUE REFERENCES clients(id) ON DELETE CASCADE, -- its introspection credential
+	created_at INTEGER NOT NULL
+);
+ALTER TABLE codes ADD COLUMN resource TEXT NOT NULL DEFAULT '';        -- space-separated resources of the request
+ALTER TABLE device_codes ADD COLUMN resource TEXT NOT NULL DEFAULT '';
+ALTER TABLE grants ADD COLUMN resource TEXT NOT NULL DEFAULT '';       -- space-separated resources the grant is for
+ALTER TABLE tokens ADD COLUMN resource TEXT NOT NULL DEFAULT '';       -- access tokens: the one resource it is for
+ALTER TABLE consents ADD COLUMN resources TEXT NOT NULL DEFAULT '';    -- space-separated resources the user approved
+ALTER TABLE clients ADD COLUMN application_type TEXT NOT NULL DEFAULT 'web'; -- web or native (OpenID Registration §2)
+CREATE TRIGGER resources_ins AFTER INSERT ON resources BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER resources_upd AFTER UPDATE ON resources BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER resources_del AFTER DELETE ON resources BEGIN UPDATE generation SET n = n + 1; END;
+`,
 }
 
 // dsn builds the modernc DSN with every pragma in it, so that each pooled connection gets them.
@@ -664,16 +688,17 @@ type client struct {
 	Dynamic          bool     // registered by the app itself (RFC 7591)
 	GrantTypes       []string // grants it may use
 	RegistrationHash []byte   // SHA-256 of its RFC 7592 registration access token
+	ApplicationType  string   // web or native (OpenID Registration §2, dynamic registration)
 }
 
 const clientCols = "id, secret_hash, name, description, redirect_uris, scopes, public, created_at, id_token_alg, post_logout_redirect_uris, always_refresh, " +
-	"coalesce(owner_id, 0), logo_uri, client_uri, dynamic, grant_types, registration_hash"
+	"coalesce(owner_id, 0), logo_uri, client_uri, dynamic, grant_types, registration_hash, application_type"
 
 func scanClient(row interface{ Scan(...any) error }) (client, error) {
 	var c client
 	var uris, scopes, logout, grants string
 	err := row.Scan(&c.ID, &c.SecretHash, &c.Name, &c.Description, &uris, &scopes, &c.Public, &c.CreatedAt, &c.IDTokenAlg, &logout, &c.AlwaysRefresh,
-		&c.OwnerID, &c.LogoURI, &c.ClientURI, &c.Dynamic, &grants, &c.RegistrationHash)
+		&c.OwnerID, &c.LogoURI, &c.ClientURI, &c.Dynamic, &grants, &c.RegistrationHash, &c.ApplicationType)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, errNotFound
 	}
@@ -711,15 +736,19 @@ func clientArgs(c client) []any {
 	if c.OwnerID != 0 {
 		owner = c.OwnerID
 	}
+	if c.ApplicationType == "" {
+		c.ApplicationType = "web"
+	}
 	return []any{c.SecretHash, c.Name, c.Description, string(uris), strings.Join(c.Scopes, " "), c.Public,
-		c.IDTokenAlg, string(logout), c.AlwaysRefresh, owner, c.LogoURI, c.ClientURI, c.Dynamic, strings.Join(c.GrantTypes, " "), c.RegistrationHash}
+		c.IDTokenAlg, string(logout), c.AlwaysRefresh, owner, c.LogoURI, c.ClientURI, c.Dynamic, strings.Join(c.GrantTypes, " "), c.RegistrationHash,
+		c.ApplicationType}
 }
 
 const clientWriteCols = "secret_hash, name, description, redirect_uris, scopes, public, id_token_alg, post_logout_redirect_uris, always_refresh, " +
-	"owner_id, logo_uri, client_uri, dynamic, grant_types, registration_hash"
+	"owner_id, logo_uri, client_uri, dynamic, grant_types, registration_hash, application_type"
 
 func (st *store) createClient(ctx context.Context, c client) error {
-	_, err := st.exec(ctx, "INSERT INTO clients(id, created_at, "+clientWriteCols+") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+	_, err := st.exec(ctx, "INSERT INTO clients(id, created_at, "+clientWriteCols+") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 		append([]any{c.ID, c.CreatedAt}, clientArgs(c)...)...)
 	return mapConstraint(err)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 )
@@ -13,6 +14,7 @@ import (
 // authCode is a stored authorization code (without the code itself).
 type authCode struct {
 	ClientID      string
+	Resource      string // space-separated RFC 8707 resources of the request ('' none)
 	UserID        int64
 	RedirectURI   string
 	RedirectGiven bool
@@ -30,10 +32,13 @@ func (st *store) issueCode(ctx context.Context, hash []byte, c authCode, consent
 			if err := st.addConsent(ctx, tx, c.UserID, c.ClientID, consent, now); err != nil {
 				return err
 			}
+			if err := st.addConsentResources(ctx, tx, c.UserID, c.ClientID, strings.Fields(c.Resource)); err != nil {
+				return err
+			}
 		}
-		_, err := st.txExec(ctx, tx, "INSERT INTO codes(hash, client_id, user_id, redirect_uri, redirect_given, scope, code_challenge, nonce, auth_time, expires_at) "+
-			"VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", hash, c.ClientID, c.UserID, c.RedirectURI, c.RedirectGiven, c.Scope,
-			c.CodeChallenge, c.Nonce, c.AuthTime, c.ExpiresAt)
+		_, err := st.txExec(ctx, tx, "INSERT INTO codes(hash, client_id, user_id, redirect_uri, redirect_given, scope, code_challenge, nonce, auth_time, expires_at, resource) "+
+			"VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", hash, c.ClientID, c.UserID, c.RedirectURI, c.RedirectGiven, c.Scope,
+			c.CodeChallenge, c.Nonce, c.AuthTime, c.ExpiresAt, c.Resource)
 		return err
 	})
 }
@@ -43,6 +48,7 @@ type newToken struct {
 	Hash      []byte
 	Scope     string
 	ExpiresAt int64
+	Resource  string // access tokens: the RFC 8707 resource it is for ('' none)
 }
 
 // tokenPair is what one successful token request stores.
@@ -58,15 +64,15 @@ const (
 
 // insertPair stores a token pair of a grant (the refresh token is optional).
 func (st *store) insertPair(ctx context.Context, tx *sql.Tx, grantID int64, p tokenPair, now int64) error {
-	const ins = "INSERT INTO tokens(hash, kind, grant_id, scope, created_at, expires_at) VALUES(?, ?, ?, ?, ?, ?)"
+	const ins = "INSERT INTO tokens(hash, kind, grant_id, scope, created_at, expires_at, resource) VALUES(?, ?, ?, ?, ?, ?, ?)"
 	a, r := p.Access, p.Refresh
 	if r.Hash == nil {
-		_, err := st.txExec(ctx, tx, ins, a.Hash, kindAccess, grantID, a.Scope, now, a.ExpiresAt)
+		_, err := st.txExec(ctx, tx, ins, a.Hash, kindAccess, grantID, a.Scope, now, a.ExpiresAt, a.Resource)
 		return err
 	}
 	// Both in one statement: inside the serial writer every statement counts.
-	_, err := st.txExec(ctx, tx, ins+", (?, ?, ?, ?, ?, ?)", a.Hash, kindAccess, grantID, a.Scope, now, a.ExpiresAt,
-		r.Hash, kindRefresh, grantID, r.Scope, now, r.ExpiresAt)
+	_, err := st.txExec(ctx, tx, ins+", (?, ?, ?, ?, ?, ?, ?)", a.Hash, kindAccess, grantID, a.Scope, now, a.ExpiresAt, a.Resource,
+		r.Hash, kindRefresh, grantID, r.Scope, now, r.ExpiresAt, "")
 	return err
 }
 
@@ -86,9 +92,9 @@ func (st *store) redeemCode(ctx context.Context, hash []byte, now int64, issue f
 	err := st.tx(ctx, func(tx *sql.Tx) error {
 		revoked = 0
 		var used, grantID sql.NullInt64
-		err := st.txRow(ctx, tx, "SELECT client_id, user_id, redirect_uri, redirect_given, scope, code_challenge, nonce, auth_time, expires_at, used_at, grant_id "+
+		err := st.txRow(ctx, tx, "SELECT client_id, user_id, redirect_uri, redirect_given, scope, code_challenge, nonce, auth_time, expires_at, used_at, grant_id, resource "+
 			"FROM codes WHERE hash = ?", hash).Scan(&c.ClientID, &c.UserID, &c.RedirectURI, &c.RedirectGiven, &c.Scope,
-			&c.CodeChallenge, &c.Nonce, &c.AuthTime, &c.ExpiresAt, &used, &grantID)
+			&c.CodeChallenge, &c.Nonce, &c.AuthTime, &c.ExpiresAt, &used, &grantID, &c.Resource)
 		if errors.Is(err, sql.ErrNoRows) {
 			return errNotFound
 		}
@@ -112,8 +118,8 @@ func (st *store) redeemCode(ctx context.Context, hash []byte, now int64, issue f
 			return err
 		}
 		var gid int64
-		if err := st.txRow(ctx, tx, "INSERT INTO grants(client_id, user_id, scope, auth_time, created_at) VALUES(?, ?, ?, ?, ?) RETURNING id",
-			c.ClientID, c.UserID, c.Scope, c.AuthTime, now).Scan(&gid); err != nil {
+		if err := st.txRow(ctx, tx, "INSERT INTO grants(client_id, user_id, scope, auth_time, created_at, resource) VALUES(?, ?, ?, ?, ?, ?) RETURNING id",
+			c.ClientID, c.UserID, c.Scope, c.AuthTime, now, c.Resource).Scan(&gid); err != nil {
 			return err
 		}
 		if _, err := st.txExec(ctx, tx, "UPDATE codes SET used_at = ?, grant_id = ? WHERE hash = ?", now, gid, hash); err != nil {
@@ -122,7 +128,7 @@ func (st *store) redeemCode(ctx context.Context, hash []byte, now int64, issue f
 		if err := st.touchConsent(ctx, tx, c.UserID, c.ClientID, now); err != nil {
 			return err
 		}
-		hint = hintFor(tokenInfo{GrantID: gid, ClientID: c.ClientID, AuthTime: c.AuthTime, User: user{ID: c.UserID}}, pair.Refresh)
+		hint = hintFor(tokenInfo{GrantID: gid, ClientID: c.ClientID, AuthTime: c.AuthTime, User: user{ID: c.UserID}, GrantResource: c.Resource}, pair.Refresh)
 		return st.insertPair(ctx, tx, gid, pair, now)
 	})
 	if err == nil {
@@ -154,7 +160,7 @@ type refreshHint struct {
 // hintFor is the hint for refresh token r, issued in grant g (grant, client, user, auth_time).
 func hintFor(g tokenInfo, r newToken) refreshHint {
 	return refreshHint{key: r.Hash, t: tokenInfo{Kind: kindRefresh, GrantID: g.GrantID, ClientID: g.ClientID, Scope: r.Scope,
-		ExpiresAt: r.ExpiresAt, AuthTime: g.AuthTime, User: user{ID: g.User.ID}}}
+		ExpiresAt: r.ExpiresAt, AuthTime: g.AuthTime, User: user{ID: g.User.ID}, GrantResource: g.GrantResource}}
 }
 
 func (h *refreshHints) put(r refreshHint) {
@@ -201,16 +207,18 @@ type tokenInfo struct {
 	SuccessorBlob []byte
 	AuthTime      int64
 	User          user
+	Resource      string // access tokens: the RFC 8707 resource it is for ('' none)
+	GrantResource string // space-separated resources the grant is for
 }
 
 var tokenQuery = "SELECT t.kind, t.grant_id, g.client_id, t.scope, g.scope, t.created_at, t.expires_at, t.rotated_at, t.successor_hash, t.successor_blob, " +
-	"g.auth_time, " + userColsU + " FROM tokens t JOIN grants g ON g.id = t.grant_id LEFT JOIN users u ON u.id = g.user_id WHERE t.hash = ?"
+	"g.auth_time, t.resource, g.resource, " + userColsU + " FROM tokens t JOIN grants g ON g.id = t.grant_id LEFT JOIN users u ON u.id = g.user_id WHERE t.hash = ?"
 
 func scanToken(row rowScanner) (tokenInfo, error) {
 	var t tokenInfo
 	var rotated sql.NullInt64
 	err := row.Scan(append([]any{&t.Kind, &t.GrantID, &t.ClientID, &t.Scope, &t.GrantScope, &t.CreatedAt, &t.ExpiresAt, &rotated,
-		&t.SuccessorHash, &t.SuccessorBlob, &t.AuthTime}, t.User.dest()...)...)
+		&t.SuccessorHash, &t.SuccessorBlob, &t.AuthTime, &t.Resource, &t.GrantResource}, t.User.dest()...)...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return t, errNotFound
 	}
@@ -221,12 +229,12 @@ func scanToken(row rowScanner) (tokenInfo, error) {
 // refreshQuery is the lean read of the token being rotated: it runs inside the serial
 // writer, so it leaves the user's profile out (only their id; issue loads more if needed).
 const refreshQuery = "SELECT t.kind, t.grant_id, g.client_id, t.scope, t.expires_at, t.rotated_at, t.successor_hash, t.successor_blob, " +
-	"g.auth_time, coalesce(g.user_id, 0) FROM tokens t JOIN grants g ON g.id = t.grant_id WHERE t.hash = ?"
+	"g.auth_time, coalesce(g.user_id, 0), g.resource FROM tokens t JOIN grants g ON g.id = t.grant_id WHERE t.hash = ?"
 
 func scanRefresh(row rowScanner) (tokenInfo, error) {
 	var t tokenInfo
 	var rotated sql.NullInt64
-	err := row.Scan(&t.Kind, &t.GrantID, &t.ClientID, &t.Scope, &t.ExpiresAt, &rotated, &t.SuccessorHash, &t.SuccessorBlob, &t.AuthTime, &t.User.ID)
+	err := row.Scan(&t.Kind, &t.GrantID, &t.ClientID, &t.Scope, &t.ExpiresAt, &rotated, &t.SuccessorHash, &t.SuccessorBlob, &t.AuthTime, &t.User.ID, &t.GrantResource)
 	if errors.Is(err, sql.ErrNoRows) {
 		return t, errNotFound
 	}
