@@ -150,6 +150,9 @@ func (s *server) requestedResources(ctx context.Context, values []string) ([]res
 	}
 	var out []resource
 	for _, v := range values {
+		if r, ok := set.byURI[v]; ok && len(values) == 1 { // registered, so canonical: nothing to parse
+			return []resource{r}, nil
+		}
 		uri, err := canonicalResource(v)
 		if err != nil {
 			return nil, oerr(errInvalidTarget, "the resource %q %v", v, err)
