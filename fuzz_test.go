@@ -271,7 +271,7 @@ func FuzzIntrospectionJSON(f *testing.F) {
 	f.Fuzz(func(t *testing.T, a, b string, n int64, access bool) {
 		v := introspection{Active: true, Scope: a, ClientID: b, Username: a, Sub: b, TokenUse: "refresh_token", Exp: n, Iat: -n, Iss: a + b}
 		if access {
-			v.TokenType, v.TokenUse, v.Username = "Bearer", "access_token", ""
+			v.TokenType, v.TokenUse, v.Username, v.Aud = "Bearer", "access_token", "", a // aud: a resource (RFC 8707)
 		}
 		want, err := json.Marshal(v)
 		if err != nil {
