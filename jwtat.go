@@ -127,7 +127,7 @@ func (s *server) bindAccess(ctx context.Context, resp *tokenResponse, pair *toke
 	if target == nil {
 		return nil
 	}
-	pair.Access.Resource = target.URI
+	pair.Access.Resource = target.ID
 	ttl := target.TokenTTL
 	if ttl == 0 && target.JWT {
 		ttl = defaultJWTTTL

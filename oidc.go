@@ -253,8 +253,8 @@ func (s *server) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 		bearerError(w, http.StatusUnauthorized, "invalid_token", "the access token is unknown, expired or revoked")
 		return
 	}
-	if t.Resource != "" { // RFC 8707: a token for a resource server is not for this endpoint
-		bearerError(w, http.StatusUnauthorized, "invalid_token", "the access token was issued for the resource "+t.Resource+", not for UserInfo; ask for a token without resource")
+	if t.Resource != 0 { // RFC 8707: a token for a resource server is not for this endpoint
+		bearerError(w, http.StatusUnauthorized, "invalid_token", "the access token was issued for a resource server, not for UserInfo; ask for a token without resource")
 		return
 	}
 	if !hasScope(t.Scope, "openid") {

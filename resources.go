@@ -130,7 +130,7 @@ func (st *store) addResource(ctx context.Context, sp resourceSpec, now time.Time
 		return r, "", err
 	}
 	secret := newSecret()
-	if err := st.createResource(ctx, r, hashSecret(secret)); err != nil {
+	if err := st.createResource(ctx, &r, hashSecret(secret)); err != nil {
 		return r, "", err
 	}
 	return r, secret, nil

@@ -434,6 +434,9 @@ func TestIntrospectionPerCaller(t *testing.T) {
 	if r := ts.postToken("/oauth/introspect", url.Values{"token": {str(forNotes.JSON["access_token"])}}, notes.ClientID, notes.Secret); r.Status != 401 {
 		t.Errorf("introspection with a deleted resource's credential = %d %s", r.Status, r.Raw)
 	}
+	if in := ts.introspect(c, str(forNotes.JSON["access_token"])); in.JSON["active"] != false {
+		t.Errorf("a token for a deleted resource is active: %s", in.Raw)
+	}
 	if r := ts.refresh(c, str(forNotes.JSON["refresh_token"])); r.Status != 400 || str(r.JSON["error"]) != errInvalidTarget {
 		t.Errorf("refresh for a deleted resource = %d %s; want invalid_target", r.Status, r.Raw)
 	}

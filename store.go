@@ -312,7 +312,8 @@ CREATE TRIGGER keys_del AFTER DELETE ON keys BEGIN UPDATE generation SET n = n +
 	// application_type of dynamically registered clients.
 	`
 CREATE TABLE resources (
-	uri        TEXT PRIMARY KEY,                 -- the resource indicator, canonical (RFC 8707 §2)
+	id         INTEGER PRIMARY KEY AUTOINCREMENT, -- what tokens store (never reused: a new resource never inherits old tokens)
+	uri        TEXT NOT NULL UNIQUE,             -- the resource indicator, canonical (RFC 8707 §2)
 	name       TEXT NOT NULL,                    -- shown on the consent page
 	scopes     TEXT NOT NULL DEFAULT '',         -- space-separated scopes requestable with this resource
 	jwt        INTEGER NOT NULL DEFAULT 0,       -- its access tokens are RFC 9068 JWTs
@@ -323,7 +324,7 @@ CREATE TABLE resources (
 ALTER TABLE codes ADD COLUMN resource TEXT NOT NULL DEFAULT '';        -- space-separated resources of the request
 ALTER TABLE device_codes ADD COLUMN resource TEXT NOT NULL DEFAULT '';
 ALTER TABLE grants ADD COLUMN resource TEXT NOT NULL DEFAULT '';       -- space-separated resources the grant is for
-ALTER TABLE tokens ADD COLUMN resource TEXT NOT NULL DEFAULT '';       -- access tokens: the one resource it is for
+ALTER TABLE tokens ADD COLUMN resource INTEGER NOT NULL DEFAULT 0;     -- access tokens: resources.id of the one it is for; 0 none
 ALTER TABLE consents ADD COLUMN resources TEXT NOT NULL DEFAULT '';    -- space-separated resources the user approved
 ALTER TABLE clients ADD COLUMN application_type TEXT NOT NULL DEFAULT 'web'; -- web or native (OpenID Registration §2)
 CREATE TRIGGER resources_ins AFTER INSERT ON resources BEGIN UPDATE generation SET n = n + 1; END;

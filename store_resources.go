@@ -21,6 +21,7 @@ import (
 
 // resource is a registered resource server (an MCP server, an API).
 type resource struct {
+	ID        int64         // what access tokens store (never reused)
 	URI       string        // the RFC 8707 resource indicator, canonical (canonicalResource)
 	Name      string        // shown on the consent page
 	Scopes    []string      // requestable by any client together with this resource
@@ -33,7 +34,8 @@ type resource struct {
 // resourceSet is every registered resource, as the caches hold it.
 type resourceSet struct {
 	byURI    map[string]resource
-	byClient map[string]string // introspection credential's client id → resource URI
+	byID     map[int64]resource
+	byClient map[string]int64 // introspection credential's client id → resource id
 }
 
 // resourceCache is what the token endpoints keep in memory for resources; the zero value
@@ -47,14 +49,14 @@ type resourceCache struct {
 // maxCachedSubs bounds resourceCache.subs.
 const maxCachedSubs = 10_000
 
-const resourceCols = "uri, name, scopes, jwt, token_ttl, client_id, created_at"
+const resourceCols = "id, uri, name, scopes, jwt, token_ttl, client_id, created_at"
 
 // scanResource reads one resources row.
 func scanResource(row rowScanner) (resource, error) {
 	var r resource
 	var scopes string
 	var ttl int64
-	err := row.Scan(&r.URI, &r.Name, &scopes, &r.JWT, &ttl, &r.ClientID, &r.CreatedAt)
+	err := row.Scan(&r.ID, &r.URI, &r.Name, &scopes, &r.JWT, &ttl, &r.ClientID, &r.CreatedAt)
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, errNotFound
 	}
@@ -82,16 +84,15 @@ func (st *store) listResources(ctx context.Context) ([]resource, error) {
 
 // createResource stores a resource with its introspection credential: a confidential client
 // with the given secret hash and no grant types (it can only introspect).
-func (st *store) createResource(ctx context.Context, r resource, secretHash []byte) error {
+func (st *store) createResource(ctx context.Context, r *resource, secretHash []byte) error {
 	err := st.tx(ctx, func(tx *sql.Tx) error {
 		if _, err := st.txExec(ctx, tx, "INSERT INTO clients(id, secret_hash, name, description, redirect_uris, scopes, public, created_at, grant_types) "+
 			"VALUES(?, ?, ?, ?, '[]', '', 0, ?, '')", r.ClientID, secretHash, r.Name+" (resource server)",
 			"Introspection credential of the resource "+r.URI, r.CreatedAt); err != nil {
 			return err
 		}
-		_, err := st.txExec(ctx, tx, "INSERT INTO resources("+resourceCols+") VALUES(?, ?, ?, ?, ?, ?, ?)",
-			r.URI, r.Name, strings.Join(r.Scopes, " "), r.JWT, int64(r.TokenTTL/time.Second), r.ClientID, r.CreatedAt)
-		return err
+		return st.txRow(ctx, tx, "INSERT INTO resources(uri, name, scopes, jwt, token_ttl, client_id, created_at) VALUES(?, ?, ?, ?, ?, ?, ?) RETURNING id",
+			r.URI, r.Name, strings.Join(r.Scopes, " "), r.JWT, int64(r.TokenTTL/time.Second), r.ClientID, r.CreatedAt).Scan(&r.ID)
 	})
 	if err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed: resources.uri") {
 		return errExists
@@ -131,10 +132,10 @@ func (st *store) cachedResources(ctx context.Context) (*resourceSet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("resources: %w", err)
 	}
-	set = &resourceSet{byURI: map[string]resource{}, byClient: map[string]string{}}
+	set = &resourceSet{byURI: map[string]resource{}, byID: map[int64]resource{}, byClient: map[string]int64{}}
 	for _, r := range all {
-		set.byURI[r.URI] = r
-		set.byClient[r.ClientID] = r.URI
+		set.byURI[r.URI], set.byID[r.ID] = r, r
+		set.byClient[r.ClientID] = r.ID
 	}
 	st.cache.mu.Lock()
 	if st.cache.epoch == e {

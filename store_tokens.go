@@ -48,7 +48,7 @@ type newToken struct {
 	Hash      []byte
 	Scope     string
 	ExpiresAt int64
-	Resource  string // access tokens: the RFC 8707 resource it is for ('' none)
+	Resource  int64 // access tokens: resources.id of the RFC 8707 resource it is for (0 none)
 }
 
 // tokenPair is what one successful token request stores.
@@ -72,7 +72,7 @@ func (st *store) insertPair(ctx context.Context, tx *sql.Tx, grantID int64, p to
 	}
 	// Both in one statement: inside the serial writer every statement counts.
 	_, err := st.txExec(ctx, tx, ins+", (?, ?, ?, ?, ?, ?, ?)", a.Hash, kindAccess, grantID, a.Scope, now, a.ExpiresAt, a.Resource,
-		r.Hash, kindRefresh, grantID, r.Scope, now, r.ExpiresAt, "")
+		r.Hash, kindRefresh, grantID, r.Scope, now, r.ExpiresAt, 0)
 	return err
 }
 
@@ -207,7 +207,7 @@ type tokenInfo struct {
 	SuccessorBlob []byte
 	AuthTime      int64
 	User          user
-	Resource      string // access tokens: the RFC 8707 resource it is for ('' none)
+	Resource      int64  // access tokens: resources.id of the RFC 8707 resource it is for (0 none)
 	GrantResource string // space-separated resources the grant is for
 }
 

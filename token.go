@@ -498,13 +498,15 @@ func (s *server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 	}
 	// RFC 7662 §4: a resource's own credential learns only about tokens for that resource, so
 	// that a token presented to it for another server (or for none) is refused there.
+	// A token for a resource since deleted is for nobody any more.
 	own, isResource := rs.byClient[c.ID]
-	if err != nil || t.ExpiresAt <= s.now().Unix() || t.Rotated || (isResource && t.Resource != own) {
+	aud, audKnown := rs.byID[t.Resource]
+	if err != nil || t.ExpiresAt <= s.now().Unix() || t.Rotated || (isResource && t.Resource != own) || (t.Resource != 0 && !audKnown) {
 		writeJSON(w, http.StatusOK, inactive)
 		return
 	}
 	resp := introspection{Active: true, Scope: t.Scope, ClientID: t.ClientID, Username: t.User.Username, Sub: t.User.Sub,
-		Exp: t.ExpiresAt, Iat: t.CreatedAt, Iss: s.cfg.Issuer, TokenUse: "refresh_token", Aud: t.Resource}
+		Exp: t.ExpiresAt, Iat: t.CreatedAt, Iss: s.cfg.Issuer, TokenUse: "refresh_token", Aud: aud.URI}
 	if t.User.ID == 0 { // client_credentials: the client acts for itself
 		resp.Sub, resp.Username = t.ClientID, ""
 	}
