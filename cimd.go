@@ -337,7 +337,7 @@ func (m *cimd) fetch(ctx context.Context, id string) (client, time.Duration, err
 	if err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
-			return client{}, 0, docError(http.StatusBadGateway, id, "its server did not send it within %v", m.client.Timeout)
+			return client{}, 0, docError(http.StatusBadGateway, id, "its server did not send the whole document within %v", m.client.Timeout)
 		}
 		return client{}, 0, docError(http.StatusBadGateway, id, "reading it failed")
 	}
