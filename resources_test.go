@@ -504,7 +504,7 @@ func TestAdminResources(t *testing.T) {
 	}
 	p = b.post("/admin/resources", add)
 	secret := between(p.Body, `id="client_secret" type="text" value="`, `"`)
-	if p.StatusCode != 200 || len(secret) != 43 || !strings.Contains(p.Body, "<code>https://mcp.example.com/mcp</code>") || !strings.Contains(p.Body, "JWT, 5m0s") {
+	if p.StatusCode != 200 || len(secret) != 43 || !strings.Contains(p.Body, "<code>https://mcp.example.com/mcp</code>") || !strings.Contains(p.Body, "JWT tokens, 5m") {
 		t.Fatalf("add = %d %s", p.StatusCode, p.Body)
 	}
 	id := between(p.Body, `id="client_id" type="text" value="`, `"`)

@@ -31,6 +31,21 @@ type resource struct {
 	CreatedAt int64
 }
 
+// TTLText is the token lifetime as people write it ("10m", "1h30m"; "" for the default).
+func (r resource) TTLText() string {
+	if r.TokenTTL == 0 {
+		return ""
+	}
+	s := r.TokenTTL.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
 // resourceSet is every registered resource, as the caches hold it.
 type resourceSet struct {
 	byURI    map[string]resource
