@@ -141,6 +141,20 @@ func publicAddr(ip netip.Addr) bool {
 	return ip != netip.MustParseAddr("255.255.255.255")
 }
 
+// take records an event for key and reports whether it was within the limit, in one step:
+// concurrent requests cannot all pass a check made before any of them is counted.
+func (l *limiter) take(key string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	h := slices.DeleteFunc(l.hits[key], func(t time.Time) bool { return now.Sub(t) >= l.window })
+	if len(h) >= l.max {
+		l.hits[key] = h
+		return false
+	}
+	l.hits[key] = append(h, now)
+	return true
+}
+
 // metadataURL reports whether a client_id is a client identifier URL (draft §3): https, with
 // a path, no fragment, no user information, no dot segments.
 func metadataURL(id string) bool {
@@ -191,10 +205,9 @@ func (s *server) authorizeClient(r *http.Request, id string) (client, error) {
 		return s.keepMetadataClient(r.Context(), c)
 	}
 	from := s.sourceAddr(r)
-	if s.cimd.tries.blocked(from, now) { // counted before the fetch
+	if !s.cimd.tries.take(from, now) { // counted before the fetch
 		return client{}, &metadataError{status: http.StatusTooManyRequests, msg: "Too many applications were looked up from your network. Wait a minute and try again."}
 	}
-	s.cimd.tries.add(from, now)
 	select {
 	case s.cimd.slots <- struct{}{}:
 		defer func() { <-s.cimd.slots }()

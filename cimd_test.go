@@ -280,6 +280,37 @@ func TestClientMetadataRefusals(t *testing.T) {
 	}
 }
 
+// TestClientMetadataFetchLimit: document fetches are counted per source address before
+// they are made; a cached document costs none.
+func TestClientMetadataFetchLimit(t *testing.T) {
+	d := newDocHost(t)
+	ts := cimdTestServer(t, d)
+	b := ts.browser("", "")
+	cached := d.doc("/cached.json", "max-age=3600", nil)
+	for i := range 31 {
+		id := d.doc(fmt.Sprintf("/c%d.json", i), "", nil)
+		p := b.get("/oauth/authorize?" + metadataRequest(id, "https://claude.example/cb", nil).Encode())
+		switch {
+		case i == 0:
+			b.get("/oauth/authorize?" + metadataRequest(cached, "https://claude.example/cb", nil).Encode())
+		case i < 29 && p.StatusCode != http.StatusFound:
+			t.Fatalf("fetch %d = %d %s", i, p.StatusCode, p.Body)
+		case i == 30 && (p.StatusCode != http.StatusTooManyRequests || !strings.Contains(p.Body, "Too many applications")):
+			t.Fatalf("the 31st fetch in a minute = %d %s; want 429", p.StatusCode, p.Body)
+		}
+	}
+	if n := d.fetches("/c30.json"); n != 0 {
+		t.Errorf("the refused fetch was made")
+	}
+	if p := b.get("/oauth/authorize?" + metadataRequest(cached, "https://claude.example/cb", nil).Encode()); p.StatusCode != http.StatusFound {
+		t.Errorf("a cached document while limited = %d; want it used", p.StatusCode)
+	}
+	ts.clock.Advance(time.Minute)
+	if p := b.get("/oauth/authorize?" + metadataRequest(d.doc("/later.json", "", nil), "https://claude.example/cb", nil).Encode()); p.StatusCode != http.StatusFound {
+		t.Errorf("a fetch a minute later = %d", p.StatusCode)
+	}
+}
+
 // TestPublicAddr: the ranges a document fetch refuses.
 func TestPublicAddr(t *testing.T) {
 	for _, a := range []string{"127.0.0.1", "127.8.8.8", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "0.1.2.3",

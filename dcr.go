@@ -213,6 +213,10 @@ func (s *server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if m.Scope, err = s.withoutResourceScopes(r.Context(), m.Scope); err != nil { // resources.go
+		s.writeError(w, r, err)
+		return
+	}
 	sp, oe := m.spec(append(known, builtinScopes...))
 	if oe != nil {
 		s.writeError(w, r, oe)
@@ -298,6 +302,10 @@ func (s *server) handleRegistrationPut(w http.ResponseWriter, r *http.Request) {
 	if oe == nil {
 		known, err := s.store.allScopes(r.Context())
 		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if m.Scope, err = s.withoutResourceScopes(r.Context(), m.Scope); err != nil { // resources.go
 			s.writeError(w, r, err)
 			return
 		}

@@ -256,6 +256,22 @@ func (s *server) narrowScope(ctx context.Context, scope string, target *resource
 	return strings.Join(kept, " ")
 }
 
+// withoutResourceScopes drops from a registration's scope the scopes that registered
+// resources define: MCP hosts register with the scopes the server's metadata lists, and those
+// are requestable together with their resource by any client anyway; they are not the
+// client's own (RFC 7591 §3.2.1 lets the answer differ from the request).
+func (s *server) withoutResourceScopes(ctx context.Context, scope string) (string, error) {
+	if scope == "" {
+		return "", nil
+	}
+	rs, err := s.store.listResources(ctx)
+	if err != nil || len(rs) == 0 {
+		return scope, err
+	}
+	kept := slices.DeleteFunc(strings.Fields(scope), func(sc string) bool { return resourceScope(rs, sc) })
+	return strings.Join(kept, " "), nil
+}
+
 // resourceLine is a resource as the consent page names it: "Notes MCP at mcp.example.com".
 type resourceLine struct{ Name, Host, URI string }
 

@@ -448,9 +448,11 @@ func TestResourceScopesForAnyClient(t *testing.T) {
 	ts := newTestServer(t, func(c *config) { c.Registration = registrationOpen })
 	ts.addUser("alice", "correct horse battery")
 	notes := ts.addResource("https://mcp.example.com/mcp", "Notes MCP", "notes:read notes:write", false, 0)
-	reg := ts.postJSON("POST", "/oauth/register", "", `{"client_name":"Inspector","redirect_uris":["http://127.0.0.1:6274/cb"],"token_endpoint_auth_method":"none","grant_types":["authorization_code","refresh_token"]}`)
-	if reg.Status != 201 {
-		t.Fatalf("register = %d %s", reg.Status, reg.Raw)
+	// Hosts register with the scopes the server's metadata lists: a resource's are accepted
+	// and left out of the client's own, since they come with the resource.
+	reg := ts.postJSON("POST", "/oauth/register", "", `{"client_name":"Inspector","redirect_uris":["http://127.0.0.1:6274/cb"],"token_endpoint_auth_method":"none","grant_types":["authorization_code","refresh_token"],"scope":"openid notes:read notes:write"}`)
+	if reg.Status != 201 || reg.JSON["scope"] != "openid" {
+		t.Fatalf("register = %d %s; want 201 with scope openid", reg.Status, reg.Raw)
 	}
 	pub := testClient{}
 	pub.client, _ = ts.s.store.clientByID(context.Background(), str(reg.JSON["client_id"]))
@@ -467,7 +469,7 @@ func TestResourceScopesForAnyClient(t *testing.T) {
 	}
 	r := ts.postToken("/oauth/token", url.Values{"grant_type": {"authorization_code"}, "code": {loc.Query().Get("code")}, "client_id": {pub.ID},
 		"redirect_uri": {pub.RedirectURIs[0]}, "code_verifier": {verifier}, "resource": {notes.URI}}, "", "")
-	if r.Status != 200 || str(r.JSON["scope"]) != "notes:read notes:write" {
+	if r.Status != 200 || str(r.JSON["scope"]) != "notes:read notes:write openid" {
 		t.Fatalf("exchange = %d %s", r.Status, r.Raw)
 	}
 	if m := ts.postJSON("GET", "/.well-known/oauth-authorization-server", "", ""); !strings.Contains(m.Raw, `"notes:write"`) {
