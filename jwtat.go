@@ -55,7 +55,7 @@ type atClaims struct {
 }
 
 // appendJSON writes the claims as a JSON object, by hand (the token endpoint's hot path):
-// strings are quoted as encoding/json quotes them.
+// strings are quoted as encoding/json quotes them; an empty scope is left out.
 func (c atClaims) appendJSON(b []byte) []byte {
 	b = append(b, `{"jti":`...)
 	b = appendJSONString(b, c.Jti)
@@ -63,7 +63,9 @@ func (c atClaims) appendJSON(b []byte) []byte {
 	b = appendJSONField(b, "sub", c.Sub)
 	b = appendJSONField(b, "aud", c.Aud)
 	b = appendJSONField(b, "client_id", c.ClientID)
-	b = appendJSONField(b, "scope", c.Scope)
+	if c.Scope != "" {
+		b = appendJSONField(b, "scope", c.Scope)
+	}
 	b = strconv.AppendInt(append(b, `,"iat":`...), c.Iat, 10)
 	b = strconv.AppendInt(append(b, `,"exp":`...), c.Exp, 10)
 	if c.AuthTime != 0 {

@@ -239,6 +239,16 @@ func TestJWTTokenKey(t *testing.T) {
 	if err := json.Unmarshal(raw, &claims); err != nil || claims["aud"] != "https://r" || claims["auth_time"] != nil {
 		t.Errorf("claims = %s (%v)", raw, err)
 	}
+	// Claims with characters JSON must escape come out as the same strings.
+	odd := atClaims{Jti: newTokenValue(now), Iss: "https://a/\"x\"", Sub: "Zoë\u2028<&>\x01", Aud: "https://r", ClientID: "c\n", Scope: "a\\b", Iat: 1, Exp: 2, AuthTime: 3}
+	var back map[string]any
+	if err := json.Unmarshal(odd.appendJSON(nil), &back); err != nil || back["iss"] != odd.Iss || back["sub"] != odd.Sub || back["client_id"] != odd.ClientID ||
+		back["scope"] != odd.Scope || back["auth_time"] != float64(3) {
+		t.Errorf("appendJSON(%+v) = %s (%v)", odd, odd.appendJSON(nil), err)
+	}
+	if b := (atClaims{Jti: "j"}).appendJSON(nil); strings.Contains(string(b), "scope") {
+		t.Errorf("an empty scope is written: %s", b)
+	}
 }
 
 // mustKey is the cached ES256 test key.

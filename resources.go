@@ -324,6 +324,7 @@ type resourceJSON struct {
 	CreatedAt    int64  `json:"created_at"`
 }
 
+// toResourceJSON describes r for the CLI, with its credential's secret when just made.
 func toResourceJSON(r resource, secret string) resourceJSON {
 	return resourceJSON{URI: r.URI, Name: r.Name, Scope: strings.Join(r.Scopes, " "), JWT: r.JWT, TokenTTL: int64(r.TokenTTL / time.Second),
 		ClientID: r.ClientID, ClientSecret: secret, CreatedAt: r.CreatedAt}
