@@ -28,6 +28,7 @@ type cache struct {
 	tokens  map[string]tokenInfo // by token hash
 	max     int                  // bound on tokens
 	access  map[int64]userGroups // a user's groups and custom claims, by user id (store_groups.go)
+	res     resourceCache        // resources, user subjects and the JWT key (resources.go)
 }
 
 // maxCachedTokens bounds the token cache (a few MB at most).
@@ -44,6 +45,7 @@ func (c *cache) flush() {
 	clear(c.clients)
 	clear(c.tokens)
 	clear(c.access)
+	c.res = resourceCache{}
 	c.mu.Unlock()
 }
 
@@ -83,6 +85,7 @@ func (c *cache) generation(n int64) {
 		clear(c.clients)
 		clear(c.tokens)
 		clear(c.access)
+		c.res = resourceCache{}
 		c.gen = n
 	}
 	c.mu.Unlock()

@@ -364,7 +364,7 @@ func (s *server) handleClientRotatePage(w http.ResponseWriter, r *http.Request) 
 	if c, ok := s.ownedClient(w, r, sess); ok {
 		s.confirm(w, sess, "client", confirmPage{Title: "Rotate the secret of " + c.Name + "?",
 			Message: "The current secret stops working at once: " + c.Name + " cannot sign anyone in, refresh or introspect until its configuration has the new secret, which is shown once on the next page.",
-			Action:  "/oauth/client/" + c.ID + "/rotate", Button: "Rotate the secret", Cancel: "/oauth/client/list"})
+			Action:  "/oauth/client/" + url.PathEscape(c.ID) + "/rotate", Button: "Rotate the secret", Cancel: "/oauth/client/list"})
 	}
 }
 
@@ -466,7 +466,7 @@ func (s *server) handleConnectionRevokePage(w http.ResponseWriter, r *http.Reque
 	}
 	s.confirm(w, sess, "connection", confirmPage{Title: "Revoke " + c.Name + "?",
 		Message: c.Name + " is signed out at once: every token it holds for you stops working, and it must ask for your approval again.",
-		Action:  "/oauth/client/connections/" + c.ID + "/revoke", Button: "Revoke access", Cancel: "/oauth/client/connections"})
+		Action:  "/oauth/client/connections/" + url.PathEscape(c.ID) + "/revoke", Button: "Revoke access", Cancel: "/oauth/client/connections"})
 }
 
 // handleConnectionRevoke forgets the consent and revokes every token of that app at once.

@@ -37,6 +37,7 @@ func (s *server) handleHealthz(w http.ResponseWriter, r *http.Request) {
 // its tokens and discovery; if a reverse proxy rewrites Host, the warning is harmless.
 func (s *server) watchHost(next http.Handler) http.Handler {
 	want := strings.TrimPrefix(strings.TrimPrefix(s.cfg.Issuer, "https://"), "http://")
+	want, _, _ = strings.Cut(want, "/") // an issuer with a path (prefix.go)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Host != "" && !strings.EqualFold(r.Host, want) && !s.hostWarned.Load() && s.hostWarned.CompareAndSwap(false, true) {
 			s.log.Warn("a request arrived for another host than the issuer's: if clients reach oauthd under that name, set -issuer to it (they check iss and the discovery URLs); if a reverse proxy rewrites Host, ignore this",
