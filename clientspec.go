@@ -21,8 +21,8 @@ type clientSpec struct {
 	Public, AlwaysRefresh, Dynamic bool
 	IDTokenAlg, LogoURI, ClientURI string
 	OwnerID                        int64
-	Vetted                         bool  // an administrator creates it (set by build only: editing never vets)
-	RequireMFA                     *bool // nil keeps the client's setting (dynamic registration cannot change it)
+	Vetted                         bool   // an administrator creates it (set by build only: editing never vets)
+	RequireMFA                     *bool  // nil keeps the client's setting (dynamic registration cannot change it)
 	ApplicationType                string // web or native (dynamic registration); "": web
 }
 

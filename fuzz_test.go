@@ -274,7 +274,7 @@ func FuzzIntrospectionJSON(f *testing.F) {
 		v := introspection{Active: true, Scope: a, ClientID: b, Username: a, Sub: b, TokenUse: "refresh_token", Exp: n, Iat: -n, Iss: a + b}
 		if access {
 			v.TokenType, v.TokenUse, v.Username, v.Aud = "Bearer", "access_token", "", a // aud: a resource (RFC 8707)
-			v.AuthTime, v.ACR, v.AMR = n, acrOf(a), amrList(a) // amr lists of any words (mfa.go)
+			v.AuthTime, v.ACR, v.AMR = n, acrOf(a), amrList(a)                           // amr lists of any words (mfa.go)
 		}
 		switch n % 3 { // the groups claim: absent, empty, or names
 		case 1:

@@ -405,12 +405,12 @@ func runResource(ctx context.Context, args []string, stdout, stderr io.Writer, g
 // adminResourcesPage is /admin/resources.
 type adminResourcesPage struct {
 	pageData
-	Resources     []resource
-	Created       *resourceJSON // the resource just added, with its secret (shown once)
-	Form          resourceSpec  // what was submitted, for another try
-	TTL           string
-	Error         string
-	Issuer        string // where the introspection endpoint is
+	Resources []resource
+	Created   *resourceJSON // the resource just added, with its secret (shown once)
+	Form      resourceSpec  // what was submitted, for another try
+	TTL       string
+	Error     string
+	Issuer    string // where the introspection endpoint is
 }
 
 // renderResources shows the resources page.
