@@ -395,7 +395,7 @@ func runResource(ctx context.Context, args []string, stdout, stderr io.Writer, g
 		} else if err != nil {
 			return err
 		}
-		fmt.Fprintf(stderr, "deleted resource %s and its introspection credential; tokens already issued for it expire on their own\n", uri)
+		fmt.Fprintf(stderr, "deleted resource %s and its introspection credential; tokens already issued for it introspect as inactive, and JWT access tokens stay valid for local verification until they expire\n", uri)
 		return nil
 	}
 }
@@ -487,7 +487,7 @@ func (s *server) handleAdminDeleteResourcePage(w http.ResponseWriter, r *http.Re
 		return
 	}
 	s.confirm(w, sess, "admin", confirmPage{Title: "Delete " + res.Name + "?",
-		Message: "Apps can no longer ask for tokens for " + res.URI + ", and its introspection credential stops working at once. Tokens already issued for it expire on their own.",
+		Message: "Apps can no longer ask for tokens for " + res.URI + ", and its introspection credential stops working at once. Tokens already issued for it are inactive to introspection; JWT access tokens that a server verifies itself stay valid until they expire.",
 		Action:  "/admin/resources/delete?" + url.Values{"uri": {res.URI}}.Encode(), Button: "Delete " + res.Name, Cancel: "/admin/resources"})
 }
 
@@ -507,6 +507,6 @@ func (s *server) handleAdminDeleteResource(w http.ResponseWriter, r *http.Reques
 	default:
 		s.log.Info("resource deleted by an administrator", "resource", uri, "admin", sess.User.Username)
 		s.record(r, "admin", sess.User.Username, "", "deleted the resource server "+uri)
-		s.seeOther(w, r, "/admin/resources", "The resource server "+uri+" is deleted. Tokens already issued for it expire on their own.")
+		s.seeOther(w, r, "/admin/resources", "The resource server "+uri+" is deleted. Tokens already issued for it are inactive to introspection.")
 	}
 }
