@@ -288,7 +288,7 @@ func (s *server) handleInvite(w http.ResponseWriter, r *http.Request) {
 		s.serverErrorPage(w, r, errors.New("starting the session of an invited user failed"))
 		return
 	}
-	http.Redirect(w, r, "/", http.StatusSeeOther)
+	http.Redirect(w, r, s.path("/"), http.StatusSeeOther)
 }
 
 // handleResetPage shows the new-password form.

@@ -242,6 +242,86 @@ func BenchmarkClientCredentials(b *testing.B) {
 	report(b, ts)
 }
 
+// BenchmarkClientCredentialsJWT issues RFC 9068 JWT access tokens (ES256) for a -jwt
+// resource. Its target is a fraction of BenchmarkClientCredentials; since this machine's
+// speed drifts between benchmarks, it also measures both side by side (eight alternating
+// half-second rounds, JWT-opaque-opaque-JWT twice) and reports their ratio as x_opaque.
+func BenchmarkClientCredentialsJWT(b *testing.B) {
+	ts := benchServer(b)
+	c := ts.addServiceClient("read")
+	ts.addResource("https://mcp.example.com/mcp", "Notes MCP", "notes:read", true, 0)
+	jwtForm := url.Values{"grant_type": {grantClientCredentials}, "resource": {"https://mcp.example.com/mcp"}}.Encode()
+	p := newPoster(ts.url+"/oauth/token", c)
+	if body := mustDo(b, p.req(jwtForm), 200); strings.Count(between(string(body), `"access_token":"`, `"`), ".") != 2 {
+		b.Fatalf("not a JWT: %s", body)
+	}
+	runParallel(b, func(pb *testing.PB) {
+		for pb.Next() {
+			mustDo(b, p.req(jwtForm), 200)
+		}
+	})
+	report(b, ts)
+	b.StopTimer()
+	if b.N < 2000 { // a probing round of the benchmark framework
+		return
+	}
+	opaqueForm := url.Values{"grant_type": {grantClientCredentials}}.Encode()
+	var jwt, opaque int64
+	for i := range 4 {
+		j := func() { jwt += postFor(b, p, jwtForm, 500*time.Millisecond) }
+		o := func() { opaque += postFor(b, p, opaqueForm, 500*time.Millisecond) }
+		if i%2 == 0 {
+			j()
+			o()
+		} else {
+			o()
+			j()
+		}
+	}
+	b.ReportMetric(float64(jwt)/float64(opaque), "x_opaque")
+}
+
+// postFor posts form with as many clients as the benchmarks use, for d, and returns how many
+// answers came back.
+func postFor(b *testing.B, p poster, form string, d time.Duration) int64 {
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	stop := time.Now().Add(d)
+	for range benchParallelism * runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stop) {
+				mustDo(b, p.req(form), 200)
+				n.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	return n.Load()
+}
+
+// BenchmarkIntrospectResource introspects a token issued for a resource, asked by that
+// resource's own credential (the per-caller audience check of RFC 7662 §4).
+func BenchmarkIntrospectResource(b *testing.B) {
+	ts := benchServer(b)
+	c := ts.addClient(false, "read", "https://app.example/cb")
+	res := ts.addResource("https://mcp.example.com/mcp", "Notes MCP", "notes:read", false, 0)
+	br := ts.browser(ts.addBenchUser(), "bench password")
+	tok := str(br.codeWith(c, []string{res.URI}, "", nil).JSON["access_token"])
+	form := url.Values{"token": {tok}, "token_type_hint": {"access_token"}}.Encode()
+	p := newPoster(ts.url+"/oauth/introspect", res.cred())
+	runParallel(b, func(pb *testing.PB) {
+		for pb.Next() {
+			body := mustDo(b, p.req(form), 200)
+			if !strings.Contains(string(body), `"aud":"https://mcp.example.com/mcp"`) {
+				b.Errorf("introspection: %s", body)
+			}
+		}
+	})
+	report(b, ts)
+}
+
 func BenchmarkRefresh(b *testing.B) {
 	ts := benchServer(b)
 	c := ts.addClient(false, "read", "https://app.example/cb")

@@ -28,6 +28,7 @@ type cache struct {
 	tokens  map[string]tokenInfo  // by token hash
 	max     int                   // bound on tokens
 	access  map[int64]userGroups  // a user's groups and custom claims, by user id (store_groups.go)
+	res     resourceCache         // resources, user subjects and the JWT key (resources.go)
 	apps    map[string]appSession // forward-auth app sessions by cookie hash, each kept at most a minute (store_forwardauth.go)
 	origins map[string]string     // protected origin → client id (store_forwardauth.go)
 }
@@ -47,6 +48,7 @@ func (c *cache) flush() {
 	clear(c.clients)
 	clear(c.tokens)
 	clear(c.access)
+	c.res = resourceCache{}
 	clear(c.apps)
 	clear(c.origins)
 	c.mu.Unlock()
@@ -88,6 +90,7 @@ func (c *cache) generation(n int64) {
 		clear(c.clients)
 		clear(c.tokens)
 		clear(c.access)
+		c.res = resourceCache{}
 		clear(c.apps)
 		clear(c.origins)
 		c.gen = n

@@ -118,7 +118,8 @@ func checkDeployment(ctx context.Context, hc *http.Client, raw, clientID, secret
 		return out
 	}
 	add("ok", "discovery: /.well-known/openid-configuration answers")
-	if r2, b2, err := get(base + "/.well-known/oauth-authorization-server"); err != nil || r2.StatusCode != 200 || !json.Valid(b2) {
+	// RFC 8414 §3.1: for an issuer with a path, the well-known part goes between host and path.
+	if r2, b2, err := get(u.Scheme + "://" + u.Host + "/.well-known/oauth-authorization-server" + u.Path); err != nil || r2.StatusCode != 200 || !json.Valid(b2) {
 		add("FAIL", "discovery: /.well-known/oauth-authorization-server does not answer JSON (RFC 8414)")
 	} else {
 		add("ok", "discovery: /.well-known/oauth-authorization-server answers")

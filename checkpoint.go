@@ -122,9 +122,14 @@ func (c *checkpointer) committed() {
 }
 
 // loop decides, after commits, whether to copy the WAL back and whether to have it rewound.
+// A rewind that did not happen (a reader still used the WAL's start, or the pass failed) is
+// asked for again once the WAL has grown by a quarter of the rewind bound, then by half, then
+// by the whole bound: a long reader must not cost the writer a pass per batch.
 func (c *checkpointer) loop() {
 	defer close(c.done)
-	var last uint32
+	// The WAL's length at the last wake; the length at which to ask for a rewind again, and by
+	// how much to defer the ask after that (0, 0: at rewindFrames, by a quarter of it).
+	var last, next, step uint32
 	for {
 		select {
 		case <-c.quit:
@@ -140,17 +145,23 @@ func (c *checkpointer) loop() {
 		}
 		if mx < last {
 			c.rewinds.Add(1)
+			next, step = 0, 0
 		}
 		last = mx
 		if c.rewind.Load() { // the writer's pass comes next
 			continue
 		}
 		backlog := mx - min(backfilled, mx) // the two are read apart: a restart can come between
-		rewind := mx >= c.rewindFrames.Load()
+		bound := c.rewindFrames.Load()
+		rewind := mx >= max(next, bound)
 		if backlog >= c.passFrames.Load() || rewind && backfilled < mx {
 			c.pass("background", "PASSIVE", &c.passes)
 		}
 		if rewind {
+			if step == 0 {
+				step = max(bound/4, 1)
+			}
+			next, step = mx+step, min(step*2, bound)
 			c.rewind.Store(true)
 		}
 	}
@@ -159,19 +170,21 @@ func (c *checkpointer) loop() {
 // between is called by the writer with no transaction open, before it begins the next one.
 // When a rewind is due it runs a pass there, so that the transaction it begins next finds the
 // WAL copied back and starts it over. The writer answers no job here: the batch committed
-// before is the syncer's, and the next one has not begun.
+// before is the syncer's, and the next one has not begun. The request stays up during the
+// pass, so that no background pass starts beside it.
 func (c *checkpointer) between() {
 	if !c.rewind.Load() {
 		return
 	}
-	c.rewind.Store(false)
 	mx, backfilled := c.hdr.frames()
 	switch {
+	case mx < c.rewindFrames.Load(): // rewound since the request
 	case mx >= c.forceFrames.Load():
 		c.pass("rewind", "RESTART", &c.catchUps)
 	case backfilled < mx: // else the background pass copied everything: nothing committed since
 		c.pass("rewind", "PASSIVE", &c.catchUps)
 	}
+	c.rewind.Store(false)
 }
 
 // pass runs one checkpoint in mode, for kind ("background" or "rewind"). A failure is

@@ -88,7 +88,11 @@ func waitWriting(t *testing.T, st *store, what string, cond func() bool) {
 	t.Helper()
 	for i := 0; !cond(); i++ {
 		if i == 2000 {
-			t.Fatalf("never: %s", what)
+			var mx, bf uint32
+			if c := st.ckpt; c != nil {
+				mx, bf = c.hdr.frames()
+			}
+			t.Fatalf("never: %s (the WAL holds %d frames, %d copied back; rewind asked %v)", what, mx, bf, st.ckpt != nil && st.ckpt.rewind.Load())
 		}
 		if _, err := st.exec(context.Background(), "INSERT OR REPLACE INTO settings(name, value) VALUES('tick', ?)", []byte(fmt.Sprint(i))); err != nil {
 			t.Fatal(err)
@@ -227,9 +231,19 @@ func TestRewindPassHangs(t *testing.T) {
 	}
 	c.hook.Store(&hang)
 	warm := make(chan struct{})
-	go func() {
+	go func() { // writes until the writer is held (one write is then held with it)
 		defer close(warm)
-		writeRows(t, st, "warm", 100)
+		for i := 0; ; i++ {
+			select {
+			case <-entered:
+				return
+			default:
+			}
+			if _, err := st.exec(context.Background(), "INSERT INTO settings(name, value) VALUES(?, ?)", fmt.Sprint("warm-", i), []byte("x")); err != nil {
+				t.Error(err)
+				return
+			}
+		}
 	}()
 	<-entered // the writer is in its pass, between two transactions
 	done := make(chan struct{})
@@ -425,4 +439,44 @@ func TestKilledMidCheckpoint(t *testing.T) {
 		st.Close()
 	}
 	t.Logf("%d acknowledged writes across 5 kills mid-checkpoint; all held", len(acked))
+}
+
+// TestLongReaderBacksOff: while a reader holds an old snapshot the WAL cannot start over;
+// the writer's passes are then asked for ever more rarely (not once per batch), and the
+// rewind comes as soon as the reader is gone.
+func TestLongReaderBacksOff(t *testing.T) {
+	ts, c := ckptServer(t)
+	st, ctx := ts.s.store, context.Background()
+	conn, err := st.db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var n int
+	if _, err := conn.ExecContext(ctx, "BEGIN DEFERRED"); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM settings").Scan(&n); err != nil { // the snapshot starts here
+		t.Fatal(err)
+	}
+	before := st.w.batches.Load()
+	for i := range 300 { // one by one: one batch each
+		if _, err := st.exec(ctx, "INSERT INTO settings(name, value) VALUES(?, ?)", fmt.Sprint("g-", i), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	batches, asked := st.w.batches.Load()-before, c.catchUps.n.Load()
+	if c.rewinds.Load() != 0 {
+		t.Fatalf("the WAL started over under a reader's snapshot")
+	}
+	// Asked at 16 frames, then after 4, 8 and every 16 more: about one pass per 16 frames of
+	// growth (in production, per 8 MB), not one per batch.
+	mx, _ := c.hdr.frames()
+	if most := int64(mx)/16 + 4; asked == 0 || asked > most || asked*4 > batches {
+		t.Fatalf("%d writer's passes for %d batches and %d frames under a long reader; want 1 to %d", asked, batches, mx, most)
+	}
+	if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	waitWriting(t, st, "a rewind once the reader is gone", func() bool { return c.rewinds.Load() > 0 })
 }

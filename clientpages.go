@@ -240,7 +240,7 @@ func (s *server) handleClientRegister(w http.ResponseWriter, r *http.Request) {
 	s.log.Info("client registered on the pages", "client_id", c.ID, "user", sess.User.Username)
 	if len(c.ForwardOrigins) > 0 {
 		s.seeOther(w, r, "/oauth/client/list", c.Name+" is protected at "+strings.Join(c.ForwardOrigins, ", ")+": point the proxy's forward auth at "+
-			issuerOrigin(s.cfg.Issuer)+"/oauth/forward-auth (see the README).")
+			s.cfg.Issuer+"/oauth/forward-auth (see the README).")
 		return
 	}
 	s.render(w, http.StatusCreated, "client_secret", secretPage{pageData: s.pageData(sess, ""), Client: c, Secret: secret, Title: "Application registered", Issuer: s.cfg.Issuer})
@@ -392,7 +392,7 @@ func (s *server) handleClientRotatePage(w http.ResponseWriter, r *http.Request) 
 	if c, ok := s.ownedClient(w, r, sess); ok {
 		s.confirm(w, sess, "client", confirmPage{Title: "Rotate the secret of " + c.Name + "?",
 			Message: "The current secret stops working at once: " + c.Name + " cannot sign anyone in, refresh or introspect until its configuration has the new secret, which is shown once on the next page.",
-			Action:  "/oauth/client/" + c.ID + "/rotate", Button: "Rotate the secret", Cancel: "/oauth/client/list"})
+			Action:  "/oauth/client/" + url.PathEscape(c.ID) + "/rotate", Button: "Rotate the secret", Cancel: "/oauth/client/list"})
 	}
 }
 
@@ -497,7 +497,7 @@ func (s *server) handleConnectionRevokePage(w http.ResponseWriter, r *http.Reque
 		msg = "You are signed out of " + c.Name + " at once, in every browser. Opening it again signs you in again through this service."
 	}
 	s.confirm(w, sess, "connection", confirmPage{Title: "Revoke " + c.Name + "?", Message: msg,
-		Action: "/oauth/client/connections/" + c.ID + "/revoke", Button: "Revoke access", Cancel: "/oauth/client/connections"})
+		Action: "/oauth/client/connections/" + url.PathEscape(c.ID) + "/revoke", Button: "Revoke access", Cancel: "/oauth/client/connections"})
 }
 
 // handleConnectionRevoke forgets the consent and revokes every token of that app at once.

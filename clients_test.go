@@ -423,8 +423,11 @@ func TestDynamicRegistration(t *testing.T) {
 		if r.Status != 201 || r.JSON["client_secret"] != nil || r.JSON["token_endpoint_auth_method"] != "none" {
 			t.Fatalf("open public registration = %d %s", r.Status, r.Raw)
 		}
-		if r := ts.postJSON("POST", "/oauth/register", "", with("token_endpoint_auth_method", nil)); r.Status != 400 || str(r.JSON["error"]) != errInvalidClientMetadata {
-			t.Errorf("open confidential registration without a token = %d %s", r.Status, r.Raw)
+		// A confidential method (or none named: RFC 7591's default is client_secret_basic) is
+		// registered public, and the answer says so (RFC 7591 §3.2.1).
+		if r := ts.postJSON("POST", "/oauth/register", "", with("token_endpoint_auth_method", nil)); r.Status != 201 ||
+			str(r.JSON["token_endpoint_auth_method"]) != "none" || r.JSON["client_secret"] != nil {
+			t.Errorf("open confidential registration without a token = %d %s; want a public client", r.Status, r.Raw)
 		}
 		// The self-registered client runs a code flow; the consent page says where it came from.
 		pub := testClient{}
@@ -525,8 +528,8 @@ func TestDynamicRegistration(t *testing.T) {
 		}
 		conf := with("token_endpoint_auth_method", "client_secret_basic")
 		conf["client_id"] = id
-		if u := ts.postJSON("PUT", path, rat, conf); u.Status != 400 || str(u.JSON["error"]) != errInvalidClientMetadata {
-			t.Errorf("PUT turning public into confidential = %d %s", u.Status, u.Raw)
+		if u := ts.postJSON("PUT", path, rat, conf); u.Status != 200 || str(u.JSON["token_endpoint_auth_method"]) != "none" || u.JSON["client_secret"] != nil {
+			t.Errorf("PUT asking a public client to be confidential = %d %s; want it kept public, and said so", u.Status, u.Raw)
 		}
 		if u := ts.postJSON("PUT", path, "wrong", upd); u.Status != 401 {
 			t.Errorf("PUT with a wrong token = %d", u.Status)

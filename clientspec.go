@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/url"
@@ -22,6 +23,7 @@ type clientSpec struct {
 	OwnerID                        int64
 	Vetted                         bool     // an administrator creates it (set by build only: editing never vets)
 	RequireMFA                     *bool    // nil keeps the client's setting (dynamic registration cannot change it)
+	ApplicationType                string   // web or native (dynamic registration); "": web
 	ForwardOrigins                 []string // a protected app's origins (forward auth, forwardauth.go); none: an OAuth client
 }
 
@@ -117,6 +119,7 @@ func (sp clientSpec) apply(c *client) error {
 	if sp.RequireMFA != nil {
 		c.RequireMFA = *sp.RequireMFA
 	}
+	c.ApplicationType = cmp.Or(sp.ApplicationType, c.ApplicationType, "web") // the pages and the CLI leave it as it is
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"database/sql"
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"mime"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -41,6 +43,7 @@ type clientMetadata struct {
 	Scope                    string   `json:"scope,omitempty"`
 	PostLogoutRedirectURIs   []string `json:"post_logout_redirect_uris,omitempty"`
 	IDTokenSignedResponseAlg string   `json:"id_token_signed_response_alg,omitempty"`
+	ApplicationType          string   `json:"application_type,omitempty"` // OpenID Registration §2: web (default) or native
 }
 
 // spec turns metadata into a client registration, checking what RFC 7591 §2 asks: a known
@@ -59,6 +62,10 @@ func (m clientMetadata) spec(lim registrationLimit) (clientSpec, *oauthError) {
 	if sp.Name == "" {
 		sp.Name = "Unnamed application"
 	}
+	if oe := checkApplicationType(m.ApplicationType, m.RedirectURIs); oe != nil {
+		return sp, oe
+	}
+	sp.ApplicationType = cmp.Or(m.ApplicationType, "web")
 	sp.GrantTypes = m.GrantTypes
 	if len(sp.GrantTypes) == 0 {
 		sp.GrantTypes = []string{grantAuthorizationCode}
@@ -130,6 +137,7 @@ func (s *server) metadataOf(c client) map[string]any {
 		"redirect_uris": nonNil(c.RedirectURIs), "token_endpoint_auth_method": method, "grant_types": c.GrantTypes,
 		"response_types": []string{}, "scope": strings.Join(c.Scopes, " "), "id_token_signed_response_alg": c.IDTokenAlg,
 		"registration_client_uri": s.cfg.Issuer + "/oauth/register/" + c.ID,
+		"application_type":        c.ApplicationType,
 	}
 	if slices.Contains(c.GrantTypes, grantAuthorizationCode) {
 		m["response_types"] = []string{"code"}
@@ -240,18 +248,32 @@ func (s *server) handleRegister(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// A resource's scopes are requested together with the resource (RFC 8707), by any client;
+	// they are not registered with the client (resources.go).
+	var err error
+	if m.Scope, err = s.withoutResourceScopes(r.Context(), m.Scope); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	sp, oe := m.spec(s.registrationLimit(rt.Scopes, rt.Grants))
 	if oe != nil {
 		s.writeError(w, r, oe)
 		return
 	}
+	substituted := false
 	if tok == "" && !sp.Public {
-		s.writeError(w, r, oerr(errInvalidClientMetadata, "without an initial access token only public clients (token_endpoint_auth_method none) may register"))
-		return
+		// Open registration registers public clients only. An MCP host that asks for a
+		// confidential method (or omits it: RFC 7591's default is client_secret_basic) gets a
+		// public client, and the response says so (RFC 7591 §3.2.1), instead of a refusal.
+		sp.Public, substituted = true, true
 	}
 	c, err := sp.build()
 	if err != nil {
-		s.writeError(w, r, specErrorToOAuth(err))
+		oe := specErrorToOAuth(err)
+		if substituted {
+			oe.Description += " (without an initial access token this server registers public clients only: token_endpoint_auth_method none)"
+		}
+		s.writeError(w, r, oe)
 		return
 	}
 	c.CreatedAt = now.Unix()
@@ -266,7 +288,7 @@ func (s *server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	s.log.Info("client registered dynamically", "client_id", c.ID, "public", c.Public)
+	s.log.Info("client registered dynamically", "client_id", c.ID, "public", c.Public, "made_public", substituted)
 	s.record(r, "registration", "", c.ID, "registered itself (RFC 7591): "+c.Name)
 	out := s.metadataOf(c)
 	out["registration_access_token"] = regToken
@@ -320,7 +342,15 @@ func (s *server) handleRegistrationPut(w http.ResponseWriter, r *http.Request) {
 	if oe == nil {
 		// RFC 7592 §2.2: an update is checked like a registration, within the limit the
 		// client was registered with; it can never widen it.
+		var err error
+		if m.Scope, err = s.withoutResourceScopes(r.Context(), m.Scope); err != nil { // resources.go
+			s.writeError(w, r, err)
+			return
+		}
 		sp, oe = m.spec(s.registrationLimit(c.RegScopes, c.RegGrants))
+	}
+	if oe == nil && c.Public && !sp.Public {
+		sp.Public = true // registered public in place of the confidential method it asked for; it stays so
 	}
 	if oe == nil && sp.Public != c.Public {
 		oe = oerr(errInvalidClientMetadata, "token_endpoint_auth_method cannot change between public and confidential; register a new client")
@@ -363,6 +393,33 @@ func (s *server) handleRegistrationDelete(w http.ResponseWriter, r *http.Request
 	s.log.Info("client deleted through its registration endpoint", "client_id", c.ID)
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// checkApplicationType enforces OpenID Connect Registration §2's application_type on the
+// redirect URIs: web (the default) uses https, or http on a loopback host; native uses http
+// on a loopback host (RFC 8252 §7.3) or a private-use scheme (§7.1).
+func checkApplicationType(appType string, uris []string) *oauthError {
+	switch appType {
+	case "", "web", "native":
+	default:
+		return oerr(errInvalidClientMetadata, "application_type must be web or native")
+	}
+	for _, raw := range uris {
+		u, err := url.Parse(raw)
+		if err != nil {
+			continue // validateRedirectURI says what is wrong with it
+		}
+		loopback := u.Scheme == "http" && isLoopbackName(u.Hostname())
+		switch {
+		case appType == "native" && u.Scheme == "https":
+			return oerr(errInvalidRedirectURI, "redirect URI %q: a native application redirects to http on a loopback host (RFC 8252 §7.3) or to a private-use scheme (§7.1); register https redirect URIs with application_type web", raw)
+		case appType == "native" && u.Scheme == "http" && !loopback:
+			return oerr(errInvalidRedirectURI, "redirect URI %q: a native application may use http only on a loopback host (127.0.0.1, [::1], localhost)", raw)
+		case appType != "native" && u.Scheme != "https" && !loopback:
+			return oerr(errInvalidRedirectURI, "redirect URI %q: a web application redirects to https (or http on a loopback host); register a private-use scheme with application_type native", raw)
+		}
+	}
+	return nil
 }
 
 // ---- storage

@@ -258,7 +258,7 @@ func (s *server) forwardCheck(w http.ResponseWriter, r *http.Request, nginx bool
 	}
 	ctx := r.Context()
 	c, err := s.store.forwardClient(ctx, f.Origin)
-	if errors.Is(err, errNotFound) || err == nil && f.Origin == issuerOrigin(s.cfg.Issuer) {
+	if errors.Is(err, errNotFound) || err == nil && s.ownOrigin(f.Origin) {
 		s.log.Info("forward auth refused: no protected app has this origin", "origin", f.Origin)
 		forwardText(w, http.StatusForbidden, "No protected app is registered for "+f.Origin+". Register it with: oauthd client add -name NAME -forward-auth "+f.Origin)
 		return
@@ -337,7 +337,7 @@ func (s *server) signInFirst(w http.ResponseWriter, r *http.Request, f forwarded
 		rd = f.Origin + "/"
 	}
 	state := newSecret()
-	start := issuerOrigin(s.cfg.Issuer) + "/oauth/forward-auth/start?" + url.Values{"rd": {rd}, "state": {state}}.Encode()
+	start := s.cfg.Issuer + "/oauth/forward-auth/start?" + url.Values{"rd": {rd}, "state": {state}}.Encode()
 	nav := navigation(r.Header)
 	if nav {
 		http.SetCookie(w, &http.Cookie{Name: stateCookieName(f.Secure, state), Value: state, Path: "/", MaxAge: int(forwardStateTTL / time.Second),
@@ -464,7 +464,7 @@ func (s *server) handleForwardAuthStart(w http.ResponseWriter, r *http.Request) 
 	} else {
 		err = errNotFound
 	}
-	if errors.Is(err, errNotFound) || err == nil && origin == issuerOrigin(s.cfg.Issuer) {
+	if errors.Is(err, errNotFound) || err == nil && s.ownOrigin(origin) {
 		s.log.Info("forward auth start refused: not a protected origin", "origin", origin)
 		s.errorPage(w, http.StatusBadRequest, "Unknown application", "No protected app is registered for this address, so the sign-in cannot return there.")
 		return
@@ -544,10 +544,10 @@ type forwardPageData struct {
 // URLs, and a Content-Security-Policy that allows them from oauthd's origin, since the page
 // may be shown under the app's.
 func (s *server) forwardPage(w http.ResponseWriter, status int, p forwardPageData) {
-	o := issuerOrigin(s.cfg.Issuer)
-	p.Style, p.Icon, p.Home = o+"/static/style.css", o+"/favicon.ico", o+"/"
+	iss, o := s.cfg.Issuer, issuerOrigin(s.cfg.Issuer) // the issuer ends with its path (prefix.go)
+	p.Style, p.Icon, p.Home = iss+"/static/style.css", iss+"/favicon.ico", iss+"/"
 	if l := s.logo.url(); l != "" {
-		p.Logo, p.Icon = o+l, o+l
+		p.Logo, p.Icon = iss+l, iss+l
 	}
 	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src "+o+"; img-src "+o+"; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 	s.render(w, status, "forwardauth_page", p)
@@ -561,9 +561,8 @@ func (s *server) forwardDenied(w http.ResponseWriter, r *http.Request, c client,
 		s.serverErrorPage(w, r, err)
 		return
 	}
-	o := issuerOrigin(s.cfg.Issuer)
 	s.forwardPage(w, http.StatusForbidden, forwardPageData{Title: "No access to " + c.Name, Denied: true, App: c.Name, User: u.Username, Admins: admins,
-		Next: []navLink{{Href: o + "/", Text: "Your account at " + s.cfg.Name}}})
+		Next: []navLink{{Href: s.cfg.Issuer + "/", Text: "Your account at " + s.cfg.Name}}})
 }
 
 // forwardText answers a proxy (or a person behind a misconfigured one) in plain text.
@@ -584,6 +583,12 @@ func (s *server) fromProxy(r *http.Request) (string, bool) {
 	}
 	a, err := netip.ParseAddr(host)
 	return host, err == nil && s.trusted(a)
+}
+
+// ownOrigin reports whether o is oauthd's own origin, which no protected app may have: the
+// issuer's, unless the issuer has a path (prefix.go), whose host oauthd shares with others.
+func (s *server) ownOrigin(o string) bool {
+	return issuerPath(s.cfg.Issuer) == "" && o == issuerOrigin(s.cfg.Issuer)
 }
 
 // issuerOrigin is the scheme and host of the issuer: where oauthd's own pages are.
@@ -623,7 +628,7 @@ func (s *server) checkForwardForm(sess session, sp clientSpec) error {
 		return &specError{msg: "give at least one origin, such as https://app.example.com"}
 	}
 	for _, raw := range sp.ForwardOrigins {
-		if o, err := normalizeOrigin(strings.TrimSpace(raw)); err == nil && o == issuerOrigin(s.cfg.Issuer) {
+		if o, err := normalizeOrigin(strings.TrimSpace(raw)); err == nil && s.ownOrigin(o) {
 			return &specError{msg: "the origin " + o + " is oauthd's own: a protected app must live on another host"}
 		}
 	}

@@ -886,3 +886,46 @@ func BenchmarkForwardAuth(b *testing.B) {
 	}
 	report(b, ts)
 }
+
+// TestForwardAuthUnderPath: with an issuer with a path (prefix.go) the checks answer under
+// it, the sign-in URL and the pages' links carry it, and the issuer's origin, shared with
+// other apps, may be protected.
+func TestForwardAuthUnderPath(t *testing.T) {
+	ts := newForwardServer(t, func(c *config) { c.Issuer += "/auth" })
+	iss, _ := url.Parse(ts.url)
+	ts.addProtectedApp("Home page", []string{ts.url}) // the host oauthd shares
+	ts.addUser("alice", "correct horse battery")
+	resp := ts.check("/auth/oauth/forward-auth", proxyAddr, "http", iss.Host, "/photos", nil)
+	body(resp)
+	start := resp.Header.Get("Location")
+	if resp.StatusCode != 302 || !strings.HasPrefix(start, ts.url+"/auth/oauth/forward-auth/start?") {
+		t.Fatalf("check under /auth = %d %s", resp.StatusCode, start)
+	}
+	var st *http.Cookie
+	for _, c := range resp.Cookies() {
+		if strings.HasPrefix(c.Name, "oauthd_state_") {
+			st = c
+		}
+	}
+	b := ts.browser("alice", "correct horse battery")
+	p := b.get(start)
+	if p.StatusCode != 302 || !strings.HasPrefix(p.Header.Get("Location"), "/auth/login?next=%2Foauth%2Fforward-auth%2Fstart") {
+		t.Fatalf("start = %d %s", p.StatusCode, p.Header.Get("Location"))
+	}
+	lp := b.get(p.Header.Get("Location"))
+	p = b.post("/auth/login", url.Values{"username": {"alice"}, "password": {"correct horse battery"}, "csrf_token": {hidden(lp.Body, "csrf_token")}, "next": {hidden(lp.Body, "next")}})
+	p = b.get(p.Header.Get("Location"))
+	cb, _ := url.Parse(p.Header.Get("Location"))
+	if p.StatusCode != 302 || cb.Path != forwardCallbackPath {
+		t.Fatalf("start after the sign-in = %d %s", p.StatusCode, p.Header.Get("Location"))
+	}
+	bad := ts.check("/auth/oauth/forward-auth", proxyAddr, "http", iss.Host, forwardCallbackPath+"?"+cb.RawQuery, nil)
+	if page := body(bad); bad.StatusCode != 400 || !strings.Contains(page, `href="`+ts.url+`/auth/static/style.css"`) || !strings.Contains(page, `href="`+ts.url+`/auth/"`) {
+		t.Errorf("callback without the state cookie = %d %s", bad.StatusCode, page)
+	}
+	ok := ts.check("/auth/oauth/forward-auth", proxyAddr, "http", iss.Host, forwardCallbackPath+"?"+cb.RawQuery, nil, &http.Cookie{Name: st.Name, Value: st.Value})
+	body(ok)
+	if ok.StatusCode != 302 || ok.Header.Get("Location") != ts.url+"/photos" || cookieNamed(ok, "oauthd_app") == nil || cookieNamed(ok, "oauthd_app").Path != "/" {
+		t.Errorf("callback = %d %s %v", ok.StatusCode, ok.Header.Get("Location"), ok.Cookies())
+	}
+}

@@ -273,8 +273,8 @@ func FuzzIntrospectionJSON(f *testing.F) {
 	f.Fuzz(func(t *testing.T, a, b string, n int64, access bool) {
 		v := introspection{Active: true, Scope: a, ClientID: b, Username: a, Sub: b, TokenUse: "refresh_token", Exp: n, Iat: -n, Iss: a + b}
 		if access {
-			v.TokenType, v.TokenUse, v.Username = "Bearer", "access_token", ""
-			v.AuthTime, v.ACR, v.AMR = n, acrOf(a), amrList(a) // amr lists of any words (mfa.go)
+			v.TokenType, v.TokenUse, v.Username, v.Aud = "Bearer", "access_token", "", a // aud: a resource (RFC 8707)
+			v.AuthTime, v.ACR, v.AMR = n, acrOf(a), amrList(a)                           // amr lists of any words (mfa.go)
 		}
 		switch n % 3 { // the groups claim: absent, empty, or names
 		case 1:

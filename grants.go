@@ -21,22 +21,36 @@ func (s *server) handleClientCredentialsGrant(w http.ResponseWriter, r *http.Req
 		s.writeError(w, r, oerr(errUnauthorizedClient, "public clients cannot use client_credentials"))
 		return
 	}
+	target, err := s.tokenTarget(r.Context(), form, "", true) // RFC 8707: any registered resource (resources.go)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	scopes := c.Scopes
+	if target != nil {
+		scopes = normScopes(append(slices.Clone(c.Scopes), target.Scopes...))
+	}
 	if form.Has("scope") {
 		var ok bool
 		if scopes, ok = parseScope(form.Get("scope")); !ok {
 			s.writeError(w, r, oerr(errInvalidScope, "scope has characters outside RFC 6749 §3.3"))
 			return
 		}
-		if !subset(scopes, c.Scopes) {
-			s.writeError(w, r, oerr(errInvalidScope, "scope not registered for this client: %s", strings.Join(slices.DeleteFunc(slices.Clone(scopes),
-				func(x string) bool { return slices.Contains(c.Scopes, x) }), " ")))
+		allowed := func(x string) bool {
+			return slices.Contains(c.Scopes, x) || (target != nil && slices.Contains(target.Scopes, x))
+		}
+		if bad := slices.DeleteFunc(slices.Clone(scopes), allowed); len(bad) > 0 {
+			s.writeError(w, r, oerr(errInvalidScope, "scope not registered for this client: %s", strings.Join(bad, " ")))
 			return
 		}
 	}
 	now := s.now()
 	scope := strings.Join(scopes, " ")
 	resp, pair := s.newPair(scope, "", false, now)
+	if err := s.bindAccess(r.Context(), &resp, &pair, target, c, 0, 0, now); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	if err := s.store.issueClientToken(r.Context(), c.ID, pair.Access, now.Unix()); err != nil {
 		s.writeError(w, r, err)
 		return
@@ -94,7 +108,12 @@ func (s *server) handleDeviceAuthorization(w http.ResponseWriter, r *http.Reques
 		s.writeError(w, r, oe)
 		return
 	}
-	scopes := slices.Clone(c.Scopes)
+	res, err := s.requestedResources(r.Context(), form["resource"]) // RFC 8707 (resources.go)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	scopes := normScopes(append(slices.Clone(c.Scopes), resourceScopes(res)...))
 	if form.Has("scope") {
 		var ok bool
 		if scopes, ok = parseScope(form.Get("scope")); !ok {
@@ -102,7 +121,7 @@ func (s *server) handleDeviceAuthorization(w http.ResponseWriter, r *http.Reques
 			return
 		}
 		for _, sc := range scopes {
-			if !slices.Contains(c.Scopes, sc) && !slices.Contains(builtinScopes, sc) {
+			if !slices.Contains(c.Scopes, sc) && !slices.Contains(builtinScopes, sc) && !resourceScope(res, sc) {
 				s.writeError(w, r, oerr(errInvalidScope, "scope not allowed for this client: %s", sc))
 				return
 			}
@@ -117,11 +136,10 @@ func (s *server) handleDeviceAuthorization(w http.ResponseWriter, r *http.Reques
 	}
 	device := newSecret()
 	var user string
-	var err error
 	for range 5 { // a collision among live user codes is rare; try again
 		user = newUserCode()
 		err = s.store.createDeviceCode(r.Context(), hashSecret(device), hashSecret(user), deviceCode{ClientID: c.ID,
-			Scope: strings.Join(scopes, " "), Interval: devicePollWait, ExpiresAt: now.Add(deviceCodeTTL).Unix()}, now.Unix())
+			Scope: strings.Join(scopes, " "), Interval: devicePollWait, ExpiresAt: now.Add(deviceCodeTTL).Unix(), Resource: resourceURIs(res)}, now.Unix())
 		if !errors.Is(err, errExists) {
 			break
 		}
@@ -159,8 +177,15 @@ func (s *server) handleDeviceCodeGrant(w http.ResponseWriter, r *http.Request, c
 		if err := s.checkGrantAccess(r.Context(), c, d.UserID); err != nil {
 			return tokenPair{}, err
 		}
+		target, err := s.tokenTarget(r.Context(), form, d.Resource, false) // RFC 8707 (resources.go)
+		if err != nil {
+			return tokenPair{}, err
+		}
 		var pair tokenPair
-		resp, pair = s.newPair(d.Scope, d.Scope, wantsRefresh(c, d.Scope), now)
+		resp, pair = s.newPair(s.narrowScope(r.Context(), d.Scope, target, d.Resource, c), d.Scope, wantsRefresh(c, d.Scope), now)
+		if err := s.bindAccess(r.Context(), &resp, &pair, target, c, d.UserID, d.AuthTime, now); err != nil {
+			return tokenPair{}, err
+		}
 		if hasScope(d.Scope, "openid") {
 			u, err := s.store.userByID(r.Context(), d.UserID)
 			if err != nil {
@@ -303,7 +328,7 @@ func (s *server) handleDevice(w http.ResponseWriter, r *http.Request) {
 		s.stepUp(w, r, sess, "/device?user_code="+url.QueryEscape(page.UserCode))
 		return
 	}
-	req := authRequest{ClientID: c.ID, Scopes: strings.Fields(d.Scope), DeviceHash: hash}
+	req := authRequest{ClientID: c.ID, Scopes: strings.Fields(d.Scope), DeviceHash: hash, Resources: strings.Fields(d.Resource)}
 	if s.refuseOutsider(w, r, c, req, sess) {
 		return
 	}

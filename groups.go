@@ -128,7 +128,7 @@ func (s *server) refuseOutsider(w http.ResponseWriter, r *http.Request, c client
 	s.log.Info("access refused: the user is in none of the application's groups", "client_id", c.ID, "user", sess.User.Username)
 	page := noAccessPage{pageData: s.pageData(sess, ""), App: c.Name}
 	if req.DeviceHash != nil {
-		err := s.store.decideDevice(ctx, req.DeviceHash, sess.Hash, sess.User.ID, sess.AuthTime, sess.AMR, false, nil, s.now().Unix())
+		err := s.store.decideDevice(ctx, req.DeviceHash, sess.Hash, sess.User.ID, sess.AuthTime, sess.AMR, false, nil, nil, s.now().Unix())
 		if err != nil && !errors.Is(err, errNotFound) && !errors.Is(err, errSessionEnded) {
 			s.serverErrorPage(w, r, err)
 			return true

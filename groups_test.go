@@ -94,12 +94,6 @@ func (ts *testServer) userinfo(tok string) tokenCall {
 	return decodeCall(resp)
 }
 
-// introspect asks introspection about tok as rs.
-func (ts *testServer) introspect(rs testClient, tok string) tokenCall {
-	ts.t.Helper()
-	return ts.postToken("/oauth/introspect", url.Values{"token": {tok}}, rs.ID, rs.Secret)
-}
-
 // ---- command line
 
 // TestParseArgs: flags before, between and after the arguments; "--" ends the flags, except

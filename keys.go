@@ -265,9 +265,10 @@ func (s *server) publishedKeys(ctx context.Context) ([]jwk, error) {
 }
 
 // keyCutoff is the retirement time before which a key can have signed nothing still valid:
-// ID tokens live TokenTTL, plus five minutes for clock skew at relying parties.
+// ID tokens live TokenTTL and JWT access tokens their resource's lifetime (jwtat.go), plus
+// five minutes for clock skew at relying parties and resource servers.
 func (s *server) keyCutoff() int64 {
-	return s.now().Add(-s.cfg.TokenTTL).Unix() - 300
+	return s.now().Add(-max(s.cfg.TokenTTL, s.longestJWTTTL())).Unix() - 300
 }
 
 // handleJWKS publishes the public keys (RFC 7517 §5).

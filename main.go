@@ -44,6 +44,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = runGroup(ctx, args[1:], stdout, stderr, getenv)
 	case len(args) > 0 && args[0] == "client":
 		err = runClient(ctx, args[1:], stdout, stderr, getenv)
+	case len(args) > 0 && args[0] == "resource":
+		err = runResource(ctx, args[1:], stdout, stderr, getenv)
 	case len(args) > 0 && args[0] == "keys":
 		err = runKeys(ctx, args[1:], stdout, getenv)
 	case len(args) > 0 && args[0] == "registration-token":
@@ -97,6 +99,8 @@ const usage = `oauthd: a single-binary OAuth 2 authorization server.
                                a protected app behind the proxy's forward auth (no OAuth, no secret)
   oauthd user mfa NAME | mfa-reset NAME [-db PATH]  a user's second factors: list them, or remove them all
   oauthd client list | del ID | rotate-secret ID    (each takes -db PATH)
+  oauthd resource add -uri URI -name NAME [-scope "a b"] [-jwt] [-token-ttl D]   register a resource server (an MCP server, an API)
+  oauthd resource list | del URI [-db PATH]
   oauthd keys rotate | list [-db PATH]              ID token signing keys
   oauthd registration-token create [-ttl 24h] [-uses 1] [-scope "a b"] [-grant client_credentials] [-db PATH]
                                                     initial access token for RFC 7591 registration
@@ -164,6 +168,8 @@ func serveConfig(args []string, stderr io.Writer, getenv func(string) string) (c
 	fs.StringVar(&cfg.Logo, "logo", "", "path of a PNG or SVG logo (at most 256 KiB) shown on every page and as the favicon")
 	fs.BoolVar(&cfg.AllowNetFS, "allow-network-fs", false, "serve a database on a network file system (NFS, SMB/CIFS) despite its unreliable locking")
 	fs.StringVar(&cfg.MFA, "mfa", cfg.MFA, "second factors: off, optional (asked of users who have one), required (every user) or admins (administrators must have one)")
+	fs.BoolVar(&cfg.ClientMetadataDocuments, "client-metadata-documents", cfg.ClientMetadataDocuments, "accept https client_id URLs whose metadata document describes the client (MCP hosts)")
+	fs.BoolVar(&cfg.AllowPrivateClientMetadata, "allow-private-client-metadata", false, "fetch client metadata documents from loopback and private addresses too (unsafe: lets anyone make the server reach your internal network)")
 	var names []string
 	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
 	if err := parseFlags(fs, args, getenv, names...); err != nil {

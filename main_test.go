@@ -66,7 +66,7 @@ func TestServeConfig(t *testing.T) {
 	}{
 		{[]string{"-log-level", "loud"}, nil, "-log-level"},
 		{[]string{"-issuer", "ftp://x"}, nil, "issuer"},
-		{[]string{"-issuer", "https://x/auth"}, nil, "path"},
+		{[]string{"-issuer", "https://x/auth/../admin"}, nil, "path"},
 		{[]string{"-token-ttl", "0s"}, nil, "token-ttl"},
 		{[]string{"-bogus"}, nil, "bogus"},
 		{[]string{"extra"}, nil, "extra"},

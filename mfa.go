@@ -225,7 +225,7 @@ func (s *server) startPending(w http.ResponseWriter, r *http.Request, p pendingS
 		return
 	}
 	s.setCookie(w, "oauthd_mfa", tok, int(pendingTTL/time.Second))
-	http.Redirect(w, r, path, http.StatusSeeOther)
+	http.Redirect(w, r, s.path(path), http.StatusSeeOther)
 }
 
 // pending returns the browser's live pending step of kind, if any.
@@ -261,7 +261,7 @@ func (s *server) stepUp(w http.ResponseWriter, r *http.Request, sess session, ne
 		s.startPending(w, r, pendingStep{UserID: sess.User.ID, Kind: pendingFactor, AMR: sess.AMR, SessionHash: sess.Hash, Next: next}, "/login/factor")
 		return
 	}
-	http.Redirect(w, r, "/account/security?"+url.Values{"next": {next}, "need": {"mfa"}}.Encode(), http.StatusSeeOther)
+	http.Redirect(w, r, s.path("/account/security?"+url.Values{"next": {next}, "need": {"mfa"}}.Encode()), http.StatusSeeOther)
 }
 
 // factorPage is the second-factor form's data.
@@ -293,7 +293,7 @@ func (s *server) renderFactor(w http.ResponseWriter, r *http.Request, p pendingS
 func (s *server) handleFactorPage(w http.ResponseWriter, r *http.Request) {
 	p, ok := s.pending(r, pendingFactor)
 	if !ok {
-		http.Redirect(w, r, "/login", http.StatusSeeOther)
+		http.Redirect(w, r, s.path("/login"), http.StatusSeeOther)
 		return
 	}
 	s.renderFactor(w, r, p, http.StatusOK, "", "")
@@ -400,7 +400,7 @@ func (s *server) handleFactor(w http.ResponseWriter, r *http.Request) {
 	s.setCookie(w, "oauthd_session", tok, int(s.cfg.SessionTTL/time.Second))
 	s.setCookie(w, "oauthd_mfa", "", -1)
 	s.log.Info("login", "user", u.Username, "amr", fin.AMR, "from", from)
-	http.Redirect(w, r, safeNext(p.Next), http.StatusSeeOther)
+	http.Redirect(w, r, s.path(safeNext(p.Next)), http.StatusSeeOther)
 }
 
 // storeErr marks a storage fault among factor failures: it is a server error, not a wrong code.
@@ -587,7 +587,7 @@ func (s *server) handlePasskeyLogin(w http.ResponseWriter, r *http.Request) {
 	s.guard.users.reset(strings.ToLower(u.Username))
 	s.setCookie(w, "oauthd_session", tok, int(s.cfg.SessionTTL/time.Second))
 	s.log.Info("login", "user", u.Username, "amr", fin.AMR, "from", from)
-	http.Redirect(w, r, next, http.StatusSeeOther)
+	http.Redirect(w, r, s.path(next), http.StatusSeeOther)
 }
 
 // ---- WebAuthn options for the browser

@@ -70,6 +70,9 @@ func tokenKey(tok string) []byte {
 			return append(t[:], h[:]...)
 		}
 	}
+	if k, ok := jwtTokenKey(tok, h); ok { // an RFC 9068 access token (jwtat.go)
+		return k
+	}
 	return h[:]
 }
 
@@ -216,6 +219,7 @@ type authRequest struct {
 	CodeChallenge string   `json:"code_challenge,omitempty"`
 	Nonce         string   `json:"nonce,omitempty"`
 	DeviceHash    []byte   `json:"device_hash,omitempty"` // a device flow's code (RFC 8628): answer it, redirect nowhere
+	Resources     []string `json:"resources,omitempty"`   // RFC 8707 resource indicators, canonical and sorted
 }
 
 // handleAuthorize is the authorization endpoint (RFC 6749 §4.1.1). client_id and redirect_uri
@@ -241,8 +245,12 @@ func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, http.StatusBadRequest, "Invalid request", "The request has no client_id.")
 		return
 	}
-	c, err := s.store.lookupClient(r.Context(), q.Get("client_id"))
-	if errors.Is(err, errNotFound) {
+	c, err := s.authorizeClient(r, q.Get("client_id")) // a client ID metadata document is fetched (cimd.go)
+	var me *metadataError
+	if errors.As(err, &me) {
+		s.errorPage(w, me.status, "Application not usable", me.Error())
+		return
+	} else if errors.Is(err, errNotFound) {
 		s.errorPage(w, http.StatusBadRequest, "Unknown application", "No application is registered with this client_id.")
 		return
 	} else if err != nil {
@@ -268,7 +276,7 @@ func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, s.errorRedirect(req, code, desc), http.StatusFound)
 	}
 	for k, v := range q {
-		if len(v) > 1 {
+		if len(v) > 1 && k != "resource" { // RFC 8707 §2: resource may repeat
 			fail(errInvalidRequest, fmt.Sprintf("the parameter %s is repeated (RFC 6749 §3.1)", k))
 			return
 		}
@@ -282,21 +290,35 @@ func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		fail(errUnsupportedResponseType, "only response_type=code is supported")
 		return
 	}
+	res, err := s.requestedResources(r.Context(), q["resource"]) // RFC 8707 (resources.go)
+	if err != nil {
+		var oe *oauthError
+		if errors.As(err, &oe) {
+			s.targetRefused(w, r, req, oe, slices.Contains(strings.Fields(q.Get("prompt")), "none"))
+		} else {
+			s.serverErrorPage(w, r, err)
+		}
+		return
+	}
+	req.Resources = strings.Fields(resourceURIs(res))
 	if _, ok := q["scope"]; ok {
 		scopes, ok := parseScope(q.Get("scope"))
 		if !ok {
 			fail(errInvalidScope, "scope has characters outside RFC 6749 §3.3")
 			return
 		}
-		allowed := func(s string) bool { return slices.Contains(c.Scopes, s) || slices.Contains(builtinScopes, s) }
+		allowed := func(s string) bool {
+			return slices.Contains(c.Scopes, s) || slices.Contains(builtinScopes, s) || resourceScope(res, s)
+		}
 		if bad := slices.DeleteFunc(slices.Clone(scopes), allowed); len(bad) > 0 {
 			fail(errInvalidScope, "scope not allowed for this client: "+strings.Join(bad, " "))
 			return
 		}
 		req.Scopes = scopes
 	} else {
-		// RFC 6749 §3.3: without a scope parameter the client's registered scopes apply.
-		req.Scopes = slices.Clone(c.Scopes)
+		// RFC 6749 §3.3: without a scope parameter the client's registered scopes apply, and
+		// those of the resources asked for.
+		req.Scopes = normScopes(append(slices.Clone(c.Scopes), resourceScopes(res)...))
 	}
 	// RFC 7636 / RFC 9700 §2.1.1: PKCE with S256 only; required for public clients.
 	challenge, method := q.Get("code_challenge"), q.Get("code_challenge_method")
@@ -392,7 +414,16 @@ func (s *server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		s.serverErrorPage(w, r, err)
 		return
 	}
-	if err == nil && subset(req.Scopes, approved) && !slices.Contains(prompt, "consent") {
+	known := err == nil && subset(req.Scopes, approved)
+	if known && len(req.Resources) > 0 {
+		ar, err := s.store.consentResources(r.Context(), sess.User.ID, c.ID)
+		if err != nil && !errors.Is(err, errNotFound) {
+			s.serverErrorPage(w, r, err)
+			return
+		}
+		known = subset(req.Resources, ar)
+	}
+	if known && !slices.Contains(prompt, "consent") {
 		s.issueCode(w, r, req, sess, nil, http.StatusFound)
 		return
 	}
@@ -460,7 +491,7 @@ func (s *server) issueCode(w http.ResponseWriter, r *http.Request, req authReque
 	err := s.store.issueCode(r.Context(), tokenKey(code), authCode{
 		ClientID: req.ClientID, UserID: sess.User.ID, RedirectURI: req.RedirectURI, RedirectGiven: req.RedirectGiven,
 		Scope: strings.Join(req.Scopes, " "), CodeChallenge: req.CodeChallenge, Nonce: req.Nonce,
-		AuthTime: sess.AuthTime, AMR: sess.AMR, ExpiresAt: now.Add(s.cfg.CodeTTL).Unix(),
+		AuthTime: sess.AuthTime, AMR: sess.AMR, ExpiresAt: now.Add(s.cfg.CodeTTL).Unix(), Resource: strings.Join(req.Resources, " "),
 	}, sess.Hash, consent, now.Unix())
 	switch {
 	case errors.Is(err, errSessionEnded):
@@ -536,7 +567,9 @@ func (s *server) showConsent(w http.ResponseWriter, r *http.Request, c client, r
 		RedirectHost string
 		Scopes       []scopeLine
 		Request      string
-	}{s.pageData(sess, "consent"), c, host, lines, tok})
+		Resources    []resourceLine // "Notes MCP at mcp.example.com" (resources.go)
+		DocumentHost string         // the host of a client ID metadata document (cimd.go)
+	}{s.pageData(sess, "consent"), c, host, lines, tok, s.consentResourceLines(r.Context(), req.Resources), metadataHost(c.ID)})
 }
 
 // stillRegistered checks, when the user answers a consent page, that the client still exists
@@ -600,7 +633,7 @@ func (s *server) handleConsent(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if req.DeviceHash != nil {
-		err := s.store.decideDevice(r.Context(), req.DeviceHash, sess.Hash, sess.User.ID, sess.AuthTime, sess.AMR, decision == "allow", req.Scopes, s.now().Unix())
+		err := s.store.decideDevice(r.Context(), req.DeviceHash, sess.Hash, sess.User.ID, sess.AuthTime, sess.AMR, decision == "allow", req.Scopes, req.Resources, s.now().Unix())
 		if errors.Is(err, errSessionEnded) {
 			s.errorPage(w, http.StatusForbidden, "Session ended", "You were signed out (or your password was changed) before this was recorded. Start again on the device.")
 			return

@@ -28,6 +28,10 @@ func (s *server) metadata(ctx context.Context) (map[string]any, error) {
 	if err != nil {
 		return nil, err
 	}
+	rs, err := s.store.listResources(ctx)
+	if err != nil {
+		return nil, err
+	}
 	iss := s.cfg.Issuer
 	authMethods := []string{"client_secret_basic", "client_secret_post", "none"}
 	m := map[string]any{
@@ -49,7 +53,7 @@ func (s *server) metadata(ctx context.Context) (map[string]any, error) {
 		"token_endpoint_auth_methods_supported":          authMethods,
 		"introspection_endpoint_auth_methods_supported":  []string{"client_secret_basic", "client_secret_post"},
 		"revocation_endpoint_auth_methods_supported":     authMethods,
-		"scopes_supported":                               normScopes(append(scopes, builtinScopes...)),
+		"scopes_supported":                               normScopes(append(append(scopes, builtinScopes...), resourceScopes(rs)...)),
 		"claims_supported":                               claimsSupported,
 		"acr_values_supported":                           []string{acrPwd, acrMFA},
 		"prompt_values_supported":                        []string{"none", "login", "consent", "select_account"},
@@ -58,6 +62,7 @@ func (s *server) metadata(ctx context.Context) (map[string]any, error) {
 		"request_uri_parameter_supported":                false,
 		"authorization_response_iss_parameter_supported": true,
 		"service_documentation":                          iss + "/",
+		"client_id_metadata_document_supported":          s.cfg.ClientMetadataDocuments,
 	}
 	if s.cfg.Registration != registrationOff {
 		m["registration_endpoint"] = iss + "/oauth/register"
@@ -83,14 +88,50 @@ func cors(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// handlePreflight answers CORS preflight requests for the cors endpoints.
+// handlePreflight answers CORS preflight requests for the cors endpoints. Browser-based
+// hosts (MCP among them) send headers of their own, such as MCP-Protocol-Version: every
+// header the preflight asks for is allowed except cookies, which these endpoints never
+// read (and Access-Control-Allow-Credentials is never sent, so no browser attaches them).
 func handlePreflight(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Access-Control-Allow-Origin", "*")
-	h.Set("Access-Control-Allow-Methods", "GET, POST")
-	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
+	h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE")
+	h.Set("Access-Control-Allow-Headers", preflightHeaders(r.Header.Values("Access-Control-Request-Headers")))
 	h.Set("Access-Control-Max-Age", "86400")
+	h.Add("Vary", "Access-Control-Request-Headers")
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// corsHeaders are allowed to every cross-origin caller, asked for or not.
+var corsHeaders = []string{"Authorization", "Content-Type", "Accept", "MCP-Protocol-Version"}
+
+// preflightHeaders lists corsHeaders and every well-formed header name of the request's
+// Access-Control-Request-Headers, except cookies (at most 32 names).
+func preflightHeaders(asked []string) string {
+	out := slices.Clone(corsHeaders)
+	for _, line := range asked {
+		for _, name := range strings.Split(line, ",") {
+			name = strings.TrimSpace(name)
+			lower := strings.ToLower(name)
+			if name == "" || len(out) >= 32 || len(name) > 64 || !validHeaderName(name) ||
+				lower == "cookie" || lower == "cookie2" || lower == "set-cookie" ||
+				slices.ContainsFunc(out, func(h string) bool { return strings.EqualFold(h, name) }) {
+				continue
+			}
+			out = append(out, lower)
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
+// validHeaderName reports whether s is an RFC 9110 §5.1 field name (a token).
+func validHeaderName(s string) bool {
+	for _, c := range []byte(s) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }
 
 // hasScope reports whether a space-separated scope string contains sc.
@@ -215,6 +256,10 @@ func (s *server) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil || t.Kind != kindAccess || t.ExpiresAt <= s.now().Unix() {
 		bearerError(w, http.StatusUnauthorized, "invalid_token", "the access token is unknown, expired or revoked")
+		return
+	}
+	if t.Resource != 0 { // RFC 8707: a token for a resource server is not for this endpoint
+		bearerError(w, http.StatusUnauthorized, "invalid_token", "the access token was issued for a resource server, not for UserInfo; ask for a token without resource")
 		return
 	}
 	if !hasScope(t.Scope, "openid") {

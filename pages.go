@@ -27,14 +27,23 @@ import (
 var templateFS embed.FS
 
 // parsePages parses each page together with the base layout, once, at start.
-func parsePages(site, logoURL string) map[string]*template.Template {
+// prefix is the issuer's path, which every link a page makes to oauthd starts with ({{path
+// "/login"}}, prefix.go); pathEscape escapes a value for one path segment (client ids of
+// metadata documents are URLs).
+func parsePages(site, logoURL, prefix string) map[string]*template.Template {
 	pages := map[string]*template.Template{}
 	funcs := template.FuncMap{"date": date, "join": strings.Join, "synced": func(f byte) bool { return f&flagBE != 0 },
-		"site": func() string { return site }, "logo": func() string { return logoURL }}
+		"site": func() string { return site }, "logo": func() string {
+			if logoURL == "" {
+				return ""
+			}
+			return prefix + logoURL
+		},
+		"path": func(p string) string { return prefix + p }, "pathEscape": url.PathEscape}
 	for _, name := range []string{"login", "consent", "error", "newaccount", "home", "account", "logout", "message", "device",
 		"client_form", "clients", "client_secret", "client_delete", "connections", "admin_users", "link", "reset", "confirm", "redirect_error", "forgot", "activity",
 		"groups", "groups_edit", "groups_delete", "groups_noaccess", "admin_user",
-		"security", "security_totp", "security_codes", "security_confirm", "security_factor"} {
+		"security", "security_totp", "security_codes", "security_confirm", "security_factor", "admin_resources"} {
 		pages[name] = template.Must(template.New("base.html").Funcs(funcs).ParseFS(templateFS, "templates/base.html", "templates/"+name+".html"))
 	}
 	// Shown under a protected app's origin too (forwardauth.go): its own layout, absolute URLs.
@@ -79,6 +88,7 @@ type messagePage struct {
 	pageData
 	Title, Message string
 	Next           []navLink // where to go from here; none: the home page
+	Back           string    // error pages: a link returning the error to the application (a validated redirect URI)
 }
 
 // navLink is a link offered as the way on from a page.
@@ -86,7 +96,13 @@ type navLink struct{ Href, Text string }
 
 // errorPage tells a person what went wrong; used wherever a redirect would be unsafe.
 func (s *server) errorPage(w http.ResponseWriter, status int, title, msg string) {
-	s.render(w, status, "error", messagePage{Title: title, Message: msg})
+	s.renderError(w, status, title, msg, "")
+}
+
+// renderError is errorPage with, when back is not empty, a link that returns the error to
+// the application (a validated redirect URI carrying it).
+func (s *server) renderError(w http.ResponseWriter, status int, title, msg, back string) {
+	s.render(w, status, "error", messagePage{Title: title, Message: msg, Back: back})
 }
 
 // serverErrorPage logs a storage fault and shows a page without its details.
@@ -147,16 +163,20 @@ func (s *server) handleStatic(w http.ResponseWriter, r *http.Request) {
 
 // ---- cookies, sessions, CSRF
 
-// cookieName uses the __Host- prefix when the issuer is https (the prefix requires Secure).
+// cookieName uses the __Host- prefix when the issuer is https (the prefix requires Secure),
+// or __Secure- for an issuer with a path (__Host- also requires Path=/).
 func (s *server) cookieName(base string) string {
-	if s.secure {
+	switch {
+	case s.secure && s.prefix != "":
+		return "__Secure-" + base
+	case s.secure:
 		return "__Host-" + base
 	}
 	return base
 }
 
 func (s *server) setCookie(w http.ResponseWriter, name, value string, maxAge int) {
-	http.SetCookie(w, &http.Cookie{Name: s.cookieName(name), Value: value, Path: "/", MaxAge: maxAge,
+	http.SetCookie(w, &http.Cookie{Name: s.cookieName(name), Value: value, Path: s.cookiePath(), MaxAge: maxAge,
 		HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode})
 }
 
@@ -221,7 +241,7 @@ func (s *server) redirectToLogin(w http.ResponseWriter, r *http.Request, next, h
 	if hint != "" {
 		v.Set("username", hint)
 	}
-	http.Redirect(w, r, "/login?"+v.Encode(), http.StatusFound)
+	http.Redirect(w, r, s.path("/login?"+v.Encode()), http.StatusFound)
 }
 
 // ---- passwords
@@ -442,7 +462,7 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	s.setDeviceCookie(w, account, now)
 	s.log.Info("login", "user", u.Username, "from", from)
 	s.record(r, "sign-in", u.Username, "", "with the password")
-	http.Redirect(w, r, next, http.StatusSeeOther)
+	http.Redirect(w, r, s.path(next), http.StatusSeeOther)
 }
 
 // startSession replaces any session of the browser with a new one for u (no fixation). u is
@@ -475,7 +495,7 @@ func (s *server) handleLogout(w http.ResponseWriter, r *http.Request) {
 		s.log.Info("logout", "user", sess.User.Username)
 	}
 	s.setCookie(w, "oauthd_session", "", -1)
-	http.Redirect(w, r, "/", http.StatusSeeOther)
+	http.Redirect(w, r, s.path("/"), http.StatusSeeOther)
 }
 
 // ---- first run
@@ -585,5 +605,5 @@ func (s *server) handleSetup(w http.ResponseWriter, r *http.Request) {
 		s.serverErrorPage(w, r, err)
 		return
 	}
-	http.Redirect(w, r, "/", http.StatusSeeOther)
+	http.Redirect(w, r, s.path("/"), http.StatusSeeOther)
 }

@@ -265,7 +265,7 @@ func TestPageHeaders(t *testing.T) {
 	}
 	bad := regexp.MustCompile(`(?i)\son[a-z]+=|style=|javascript:|<style`)
 	scripts := regexp.MustCompile(`(?is)<script[^>]*>.*?</script>`)
-	external := regexp.MustCompile(`^<script src="/static/[a-z]+\.js" defer></script>$`)
+	external := regexp.MustCompile(`^<script src="\{\{path "/static/[a-z]+\.js"\}\}" defer></script>$`)
 	fs.WalkDir(templateFS, "templates", func(path string, d fs.DirEntry, err error) error {
 		if strings.HasSuffix(path, ".html") {
 			b, _ := templateFS.ReadFile(path)

@@ -1010,7 +1010,7 @@ func TestAuditResetRaces(t *testing.T) {
 		if err := ts.s.store.setPassword(ctx, "alice", mustHash(t, stolen)); err != nil {
 			t.Fatal(err)
 		}
-		if err := ts.s.store.decideDevice(ctx, dev, sess, alice.ID, 1, "pwd", true, []string{"read"}, now); !errors.Is(err, errSessionEnded) {
+		if err := ts.s.store.decideDevice(ctx, dev, sess, alice.ID, 1, "pwd", true, []string{"read"}, nil, now); !errors.Is(err, errSessionEnded) {
 			t.Fatalf("decideDevice in an ended session = %v; want errSessionEnded", err)
 		}
 		if _, d, err := ts.s.store.pendingDevice(ctx, user, now); err != nil || d.Status != devicePending {

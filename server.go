@@ -7,6 +7,7 @@ package main
 import (
 	"context"
 	"crypto"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -47,6 +48,11 @@ type config struct {
 	EventRetention     time.Duration // how long the activity log keeps events (-event-retention)
 	MFA                string        // second factors: off, optional, required or admins (mfa.go)
 
+	ClientMetadataDocuments    bool          // accept client ID metadata documents (cimd.go)
+	AllowPrivateClientMetadata bool          // fetch them from loopback and private addresses too (tests, labs)
+	MetadataTLS                *tls.Config   // TLS of those fetches; nil: the system's roots (tests set their CA)
+	MetadataTimeout            time.Duration // bound on one fetch; 0: 5 s
+
 	KeyGen func(alg string) (crypto.Signer, error) // makes signing keys; nil means generateKey
 	FSType func(dir string) (int64, error)         // statfs f_type of a directory; nil means statfsType
 }
@@ -69,6 +75,8 @@ func defaultConfig() config {
 		UserApps:       true,
 		EventRetention: 30 * 24 * time.Hour,
 		MFA:            mfaOptional,
+
+		ClientMetadataDocuments: true,
 	}
 }
 
@@ -84,7 +92,8 @@ type server struct {
 	outbox  chan outMail                  // mail waiting to be sent (mailpages.go)
 	csrfKey []byte                        // HMAC key of the per-form CSRF tokens
 	cop     *http.CrossOriginProtection
-	secure  bool // issuer is https: Secure and __Host- cookies
+	secure  bool   // issuer is https: Secure and __Host- cookies
+	prefix  string // the issuer's path ("/auth"), "" at the root of its host (prefix.go)
 
 	setupMu   sync.Mutex
 	setupHash []byte // SHA-256 of the one-time first-run setup token; nil when none
@@ -99,6 +108,8 @@ type server struct {
 	mfa            mfaState // passkeys and TOTP (mfa.go)
 
 	hostWarned atomic.Bool // a request arrived for another host than the issuer's (warned once)
+
+	cimd *cimd // client ID metadata documents: fetcher and cache (cimd.go)
 
 	dummyOnce sync.Once
 	dummyHash string // a password hash checked for unknown users, so failures cost the same
@@ -137,12 +148,13 @@ func newServer(ctx context.Context, cfg config, st *store, log *slog.Logger) (*s
 		store:   st,
 		log:     log,
 		now:     time.Now,
-		pages:   parsePages(cfg.Name, logo.url()),
+		pages:   parsePages(cfg.Name, logo.url(), issuerPath(iss)),
 		logo:    logo,
 		mail:    mail,
 		csrfKey: key,
 		cop:     http.NewCrossOriginProtection(),
 		secure:  strings.HasPrefix(iss, "https://"),
+		prefix:  issuerPath(iss),
 
 		deviceTries:    newLimiter(5, 15*time.Minute),
 		deviceStarts:   newLimiter(30, deviceCodeTTL),
@@ -151,6 +163,7 @@ func newServer(ctx context.Context, cfg config, st *store, log *slog.Logger) (*s
 		registrations:  newLimiter(20, time.Hour),
 		guard:          newGuards(proxies),
 		mfa:            newMFAState(cfg, key),
+		cimd:           newCIMD(cfg),
 	}
 	gen := cfg.KeyGen
 	if gen == nil {
@@ -176,10 +189,11 @@ func normalizeIssuer(iss string) (string, error) {
 	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 		return "", fmt.Errorf("issuer %q must not have a query, fragment or user info", iss)
 	}
-	if strings.TrimSuffix(u.Path, "/") != "" {
-		return "", fmt.Errorf("issuer %q has a path; oauthd serves from the root of its host", iss)
+	path := strings.TrimSuffix(u.Path, "/")
+	if err := validIssuerPath(path); err != nil {
+		return "", fmt.Errorf("issuer %q: %v", iss, err)
 	}
-	return u.Scheme + "://" + u.Host, nil
+	return u.Scheme + "://" + u.Host + path, nil
 }
 
 // routes is every URL the server answers.
@@ -204,7 +218,7 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("GET /oauth/logout", s.handleEndSession)
 	mux.HandleFunc("POST /oauth/logout", s.handleEndSession)
 	for _, p := range []string{"/oauth/access_token", "/oauth/token", "/oauth/revoke", "/oauth/userinfo", "/oauth/jwks", "/oauth/register",
-		"/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"} {
+		"/.well-known/oauth-authorization-server", "/.well-known/openid-configuration", "/oauth/register/{id}"} {
 		mux.HandleFunc("OPTIONS "+p, handlePreflight)
 	}
 	// Pages for people.
@@ -215,9 +229,9 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("GET /setup", s.handleSetupPage)
 	mux.Handle("POST /setup", s.form(s.handleSetup))
 	mux.HandleFunc("POST /oauth/register", cors(s.handleRegister))
-	mux.HandleFunc("GET /oauth/register/{id}", s.handleRegistrationGet)
-	mux.HandleFunc("PUT /oauth/register/{id}", s.handleRegistrationPut)
-	mux.HandleFunc("DELETE /oauth/register/{id}", s.handleRegistrationDelete)
+	mux.HandleFunc("GET /oauth/register/{id}", cors(s.handleRegistrationGet))
+	mux.HandleFunc("PUT /oauth/register/{id}", cors(s.handleRegistrationPut))
+	mux.HandleFunc("DELETE /oauth/register/{id}", cors(s.handleRegistrationDelete))
 	mux.HandleFunc("POST /oauth/device_authorization", s.handleDeviceAuthorization)
 	mux.HandleFunc("GET /device", s.handleDevicePage)
 	mux.Handle("POST /device", s.form(s.handleDevice))
@@ -246,6 +260,10 @@ func (s *server) routes() http.Handler {
 	mux.Handle("POST /admin/users/invite", s.form(s.handleAdminInvite))
 	mux.HandleFunc("GET /admin/users/{name}/disable", s.handleAdminDisablePage)
 	mux.Handle("POST /admin/users/{name}/{action}", s.form(s.handleAdminUserAction))
+	mux.HandleFunc("GET /admin/resources", s.handleAdminResources)
+	mux.Handle("POST /admin/resources", s.form(s.handleAdminAddResource))
+	mux.HandleFunc("GET /admin/resources/delete", s.handleAdminDeleteResourcePage)
+	mux.Handle("POST /admin/resources/delete", s.form(s.handleAdminDeleteResource))
 	mux.HandleFunc("GET /admin/users/{name}", s.handleAdminUser)
 	mux.Handle("POST /admin/users/{name}/edit", s.form(s.handleAdminUserEdit))
 	mux.Handle("POST /admin/users/{name}/claims", s.form(s.handleAdminUserClaims))
@@ -286,7 +304,7 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("/oauth/forward-auth", s.handleForwardAuth)
 	mux.HandleFunc("/oauth/auth-request", s.handleAuthRequest)
 	mux.HandleFunc("GET /oauth/forward-auth/start", s.handleForwardAuthStart)
-	return s.headers(s.watchHost(s.logRefusals(http.MaxBytesHandler(s.pagesFor404(mux), maxBody))))
+	return s.headers(s.watchHost(s.logRefusals(http.MaxBytesHandler(s.underPrefix(s.pagesFor404(mux)), maxBody))))
 }
 
 // maxBody bounds every request body.

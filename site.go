@@ -166,7 +166,7 @@ func (s *server) seeOther(w http.ResponseWriter, r *http.Request, path, notice s
 		v := base64.RawURLEncoding.EncodeToString([]byte(notice))
 		s.setCookie(w, "oauthd_notice", v+"."+base64.RawURLEncoding.EncodeToString(s.noticeMAC(v)), 60)
 	}
-	http.Redirect(w, r, path, http.StatusSeeOther)
+	http.Redirect(w, r, s.path(path), http.StatusSeeOther)
 }
 
 // noticeMAC signs a notice, so that nobody else can put words on our pages.

@@ -377,7 +377,32 @@ CREATE TRIGGER group_claims_del AFTER DELETE ON group_claims BEGIN UPDATE genera
 	migrationMFA,
 	// 8: the activity log (activity.go).
 	migrationEvents,
-	// 9: forward auth: protected apps' origins, their one-time codes and app sessions
+	// 9: resource servers and MCP (resources.go): registered resources with their
+	// introspection credential, the RFC 8707 resource indicators of every request, grant and
+	// access token, the resources a user approved for a client, and the OpenID Registration
+	// application_type of dynamically registered clients.
+	`
+CREATE TABLE resources (
+	id         INTEGER PRIMARY KEY AUTOINCREMENT, -- what tokens store (never reused: a new resource never inherits old tokens)
+	uri        TEXT NOT NULL UNIQUE,             -- the resource indicator, canonical (RFC 8707 §2)
+	name       TEXT NOT NULL,                    -- shown on the consent page
+	scopes     TEXT NOT NULL DEFAULT '',         -- space-separated scopes requestable with this resource
+	jwt        INTEGER NOT NULL DEFAULT 0,       -- its access tokens are RFC 9068 JWTs
+	token_ttl  INTEGER NOT NULL DEFAULT 0,       -- its access token lifetime in seconds; 0: the server's -token-ttl
+	client_id  TEXT NOT NULL UNIQUE REFERENCES clients(id) ON DELETE CASCADE, -- its introspection credential
+	created_at INTEGER NOT NULL
+);
+ALTER TABLE codes ADD COLUMN resource TEXT NOT NULL DEFAULT '';        -- space-separated resources of the request
+ALTER TABLE device_codes ADD COLUMN resource TEXT NOT NULL DEFAULT '';
+ALTER TABLE grants ADD COLUMN resource TEXT NOT NULL DEFAULT '';       -- space-separated resources the grant is for
+ALTER TABLE tokens ADD COLUMN resource INTEGER NOT NULL DEFAULT 0;     -- access tokens: resources.id of the one it is for; 0 none
+ALTER TABLE consents ADD COLUMN resources TEXT NOT NULL DEFAULT '';    -- space-separated resources the user approved
+ALTER TABLE clients ADD COLUMN application_type TEXT NOT NULL DEFAULT 'web'; -- web or native (OpenID Registration §2)
+CREATE TRIGGER resources_ins AFTER INSERT ON resources BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER resources_upd AFTER UPDATE ON resources BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER resources_del AFTER DELETE ON resources BEGIN UPDATE generation SET n = n + 1; END;
+`,
+	// 10: forward auth: protected apps' origins, their one-time codes and app sessions
 	// (store_forwardauth.go).
 	migrationForwardAuth,
 }

@@ -38,18 +38,19 @@ type client struct {
 	Vetted           bool     // created by an administrator (CLI or admin pages): may redirect an anonymous visitor
 	AllowGroups      []string // groups whose members may use it, sorted; none: every user (groups.go)
 	RequireMFA       bool     // signing in to it needs a second factor (or a user-verified passkey)
+	ApplicationType  string   // web or native (OpenID Registration §2, dynamic registration)
 	ForwardOrigins   []string // a protected app (forward auth): the origins it answers for, sorted; none: an OAuth client
 }
 
 const clientCols = "id, secret_hash, name, description, redirect_uris, scopes, public, created_at, id_token_alg, post_logout_redirect_uris, always_refresh, " +
-	"coalesce(owner_id, 0), logo_uri, client_uri, dynamic, grant_types, registration_hash, reg_scopes, reg_grants, vetted, require_mfa, " + clientGroupsCol +
+	"coalesce(owner_id, 0), logo_uri, client_uri, dynamic, grant_types, registration_hash, reg_scopes, reg_grants, vetted, require_mfa, application_type, " + clientGroupsCol +
 	", " + forwardOriginsCol
 
 func scanClient(row interface{ Scan(...any) error }) (client, error) {
 	var c client
 	var uris, scopes, logout, grants, regScopes, regGrants, allow, origins string
 	err := row.Scan(&c.ID, &c.SecretHash, &c.Name, &c.Description, &uris, &scopes, &c.Public, &c.CreatedAt, &c.IDTokenAlg, &logout, &c.AlwaysRefresh,
-		&c.OwnerID, &c.LogoURI, &c.ClientURI, &c.Dynamic, &grants, &c.RegistrationHash, &regScopes, &regGrants, &c.Vetted, &c.RequireMFA, &allow, &origins)
+		&c.OwnerID, &c.LogoURI, &c.ClientURI, &c.Dynamic, &grants, &c.RegistrationHash, &regScopes, &regGrants, &c.Vetted, &c.RequireMFA, &c.ApplicationType, &allow, &origins)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, errNotFound
 	}
@@ -90,13 +91,16 @@ func clientArgs(c client) []any {
 	if c.OwnerID != 0 {
 		owner = c.OwnerID
 	}
+	if c.ApplicationType == "" {
+		c.ApplicationType = "web"
+	}
 	return []any{c.SecretHash, c.Name, c.Description, string(uris), strings.Join(c.Scopes, " "), c.Public,
 		c.IDTokenAlg, string(logout), c.AlwaysRefresh, owner, c.LogoURI, c.ClientURI, c.Dynamic, strings.Join(c.GrantTypes, " "), c.RegistrationHash,
-		strings.Join(c.RegScopes, " "), strings.Join(c.RegGrants, " "), c.Vetted, c.RequireMFA}
+		strings.Join(c.RegScopes, " "), strings.Join(c.RegGrants, " "), c.Vetted, c.RequireMFA, c.ApplicationType}
 }
 
 const clientWriteCols = "secret_hash, name, description, redirect_uris, scopes, public, id_token_alg, post_logout_redirect_uris, always_refresh, " +
-	"owner_id, logo_uri, client_uri, dynamic, grant_types, registration_hash, reg_scopes, reg_grants, vetted, require_mfa"
+	"owner_id, logo_uri, client_uri, dynamic, grant_types, registration_hash, reg_scopes, reg_grants, vetted, require_mfa, application_type"
 
 // insertClientSQL inserts a client: its id, its age and the clientWriteCols.
 var insertClientSQL = "INSERT INTO clients(id, created_at, " + clientWriteCols + ") VALUES(?, ?" +

@@ -27,10 +27,10 @@ func (st *store) issueClientToken(ctx context.Context, clientID string, tok newT
 	if ok {
 		// One statement, so no savepoint of its own in the batch. It re-checks the remembered
 		// grant: the purge deletes grants left without tokens, and SQLite may reuse their ids.
-		const ins = "INSERT INTO tokens(hash, kind, grant_id, scope, created_at, expires_at) " +
-			"SELECT ?, ?, id, ?, ?, ? FROM grants WHERE id = ? AND client_id = ? AND user_id IS NULL"
+		const ins = "INSERT INTO tokens(hash, kind, grant_id, scope, created_at, expires_at, resource) " +
+			"SELECT ?, ?, id, ?, ?, ?, ? FROM grants WHERE id = ? AND client_id = ? AND user_id IS NULL"
 		err := st.txOne(ctx, func(tx *sql.Tx) error {
-			r, err := st.txExec(ctx, tx, ins, tok.Hash, kindAccess, tok.Scope, now, tok.ExpiresAt, gid, clientID)
+			r, err := st.txExec(ctx, tx, ins, tok.Hash, kindAccess, tok.Scope, now, tok.ExpiresAt, tok.Resource, gid, clientID)
 			if err != nil {
 				return err
 			}
@@ -99,7 +99,8 @@ type touchKey struct {
 type deviceCode struct {
 	ClientID  string
 	Scope     string
-	Status    int // 0 pending, 1 approved, 2 denied
+	Resource  string // space-separated RFC 8707 resources of the request
+	Status    int    // 0 pending, 1 approved, 2 denied
 	UserID    int64
 	AuthTime  int64
 	AMR       string // how the approving user signed in
@@ -128,9 +129,9 @@ var errTooMany = errors.New("too many pending requests")
 // errTooMany when the client or the server already has its bound of live ones. The counts
 // and the insert are one statement, so concurrent requests cannot overrun the bound.
 func (st *store) createDeviceCode(ctx context.Context, hash, userHash []byte, d deviceCode, now int64) error {
-	res, err := st.exec(ctx, "INSERT INTO device_codes(hash, user_code_hash, client_id, scope, poll_interval, expires_at) SELECT ?, ?, ?, ?, ?, ? "+
+	res, err := st.exec(ctx, "INSERT INTO device_codes(hash, user_code_hash, client_id, scope, poll_interval, expires_at, resource) SELECT ?, ?, ?, ?, ?, ?, ? "+
 		"WHERE (SELECT count(*) FROM device_codes WHERE client_id = ? AND expires_at > ?) < ? AND (SELECT count(*) FROM device_codes WHERE expires_at > ?) < ?",
-		hash, userHash, d.ClientID, d.Scope, d.Interval, d.ExpiresAt, d.ClientID, now, maxPendingDevicePerClient, now, maxPendingDevice)
+		hash, userHash, d.ClientID, d.Scope, d.Interval, d.ExpiresAt, d.Resource, d.ClientID, now, maxPendingDevicePerClient, now, maxPendingDevice)
 	if err != nil {
 		return mapConstraint(err)
 	}
@@ -146,8 +147,8 @@ func (st *store) createDeviceCode(ctx context.Context, hash, userHash []byte, d 
 func (st *store) pendingDevice(ctx context.Context, userHash []byte, now int64) ([]byte, deviceCode, error) {
 	var hash []byte
 	var d deviceCode
-	err := st.queryRow(ctx, "SELECT hash, client_id, scope FROM device_codes WHERE user_code_hash = ? AND status = 0 AND expires_at > ?",
-		userHash, now).Scan(&hash, &d.ClientID, &d.Scope)
+	err := st.queryRow(ctx, "SELECT hash, client_id, scope, resource FROM device_codes WHERE user_code_hash = ? AND status = 0 AND expires_at > ?",
+		userHash, now).Scan(&hash, &d.ClientID, &d.Scope, &d.Resource)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = errNotFound
 	}
@@ -155,10 +156,10 @@ func (st *store) pendingDevice(ctx context.Context, userHash []byte, now int64) 
 }
 
 // decideDevice records the user's decision on a pending device authorization, once; an
-// approval is remembered as consent, so that it appears among the user's connections. It is
-// recorded only while the session it was made in is live (errSessionEnded): a password reset
-// committed meanwhile wins.
-func (st *store) decideDevice(ctx context.Context, hash, sessionHash []byte, userID, authTime int64, amr string, approve bool, scopes []string, now int64) error {
+// approval is remembered as consent (with its RFC 8707 resources), so that it appears among the
+// user's connections. It is recorded only while the session it was made in is live
+// (errSessionEnded): a password reset committed meanwhile wins.
+func (st *store) decideDevice(ctx context.Context, hash, sessionHash []byte, userID, authTime int64, amr string, approve bool, scopes, resources []string, now int64) error {
 	return st.tx(ctx, func(tx *sql.Tx) error {
 		if err := st.liveSession(ctx, tx, sessionHash, userID, now); err != nil {
 			return err
@@ -175,7 +176,10 @@ func (st *store) decideDevice(ctx context.Context, hash, sessionHash []byte, use
 		if err != nil || !approve {
 			return err
 		}
-		return st.addConsent(ctx, tx, userID, clientID, scopes, now)
+		if err := st.addConsent(ctx, tx, userID, clientID, scopes, now); err != nil {
+			return err
+		}
+		return st.addConsentResources(ctx, tx, userID, clientID, resources)
 	})
 }
 
@@ -186,8 +190,8 @@ func (st *store) pollDevice(ctx context.Context, hash []byte, clientID string, n
 	var d deviceCode
 	err := st.tx(ctx, func(tx *sql.Tx) error {
 		var uid sql.NullInt64
-		err := st.txRow(ctx, tx, "SELECT client_id, scope, status, user_id, auth_time, poll_interval, last_poll, expires_at, amr FROM device_codes WHERE hash = ?",
-			hash).Scan(&d.ClientID, &d.Scope, &d.Status, &uid, &d.AuthTime, &d.Interval, &d.LastPoll, &d.ExpiresAt, &d.AMR)
+		err := st.txRow(ctx, tx, "SELECT client_id, scope, status, user_id, auth_time, poll_interval, last_poll, expires_at, amr, resource FROM device_codes WHERE hash = ?",
+			hash).Scan(&d.ClientID, &d.Scope, &d.Status, &uid, &d.AuthTime, &d.Interval, &d.LastPoll, &d.ExpiresAt, &d.AMR, &d.Resource)
 		if errors.Is(err, sql.ErrNoRows) {
 			return errNotFound
 		}
@@ -228,8 +232,8 @@ func (st *store) pollDevice(ctx context.Context, hash []byte, clientID string, n
 			return err
 		}
 		var gid int64
-		if err := st.txRow(ctx, tx, "INSERT INTO grants(client_id, user_id, scope, auth_time, created_at, amr) VALUES(?, ?, ?, ?, ?, ?) RETURNING id",
-			d.ClientID, d.UserID, d.Scope, d.AuthTime, now, d.AMR).Scan(&gid); err != nil {
+		if err := st.txRow(ctx, tx, "INSERT INTO grants(client_id, user_id, scope, auth_time, created_at, amr, resource) VALUES(?, ?, ?, ?, ?, ?, ?) RETURNING id",
+			d.ClientID, d.UserID, d.Scope, d.AuthTime, now, d.AMR, d.Resource).Scan(&gid); err != nil {
 			return err
 		}
 		if _, err := st.txExec(ctx, tx, "DELETE FROM device_codes WHERE hash = ?", hash); err != nil {

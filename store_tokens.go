@@ -14,6 +14,7 @@ import (
 // authCode is a stored authorization code (without the code itself).
 type authCode struct {
 	ClientID      string
+	Resource      string // space-separated RFC 8707 resources of the request ('' none)
 	UserID        int64
 	RedirectURI   string
 	RedirectGiven bool
@@ -43,19 +44,23 @@ func (st *store) issueCode(ctx context.Context, hash []byte, c authCode, session
 			if err := st.addConsent(ctx, tx, c.UserID, c.ClientID, consent, now); err != nil {
 				return err
 			}
+			if err := st.addConsentResources(ctx, tx, c.UserID, c.ClientID, strings.Fields(c.Resource)); err != nil {
+				return err
+			}
 		} else {
-			var approved string
-			err := st.txRow(ctx, tx, "SELECT scope FROM consents WHERE user_id = ? AND client_id = ?", c.UserID, c.ClientID).Scan(&approved)
-			if errors.Is(err, sql.ErrNoRows) || err == nil && !subset(strings.Fields(c.Scope), strings.Fields(approved)) {
+			var approved, resources string
+			err := st.txRow(ctx, tx, "SELECT scope, resources FROM consents WHERE user_id = ? AND client_id = ?", c.UserID, c.ClientID).Scan(&approved, &resources)
+			if errors.Is(err, sql.ErrNoRows) || err == nil && (!subset(strings.Fields(c.Scope), strings.Fields(approved)) ||
+				!subset(strings.Fields(c.Resource), strings.Fields(resources))) {
 				return errConsentWithdrawn
 			}
 			if err != nil {
 				return err
 			}
 		}
-		_, err := st.txExec(ctx, tx, "INSERT INTO codes(hash, client_id, user_id, redirect_uri, redirect_given, scope, code_challenge, nonce, auth_time, expires_at, amr) "+
-			"VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", hash, c.ClientID, c.UserID, c.RedirectURI, c.RedirectGiven, c.Scope,
-			c.CodeChallenge, c.Nonce, c.AuthTime, c.ExpiresAt, c.AMR)
+		_, err := st.txExec(ctx, tx, "INSERT INTO codes(hash, client_id, user_id, redirect_uri, redirect_given, scope, code_challenge, nonce, auth_time, expires_at, amr, resource) "+
+			"VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", hash, c.ClientID, c.UserID, c.RedirectURI, c.RedirectGiven, c.Scope,
+			c.CodeChallenge, c.Nonce, c.AuthTime, c.ExpiresAt, c.AMR, c.Resource)
 		return err
 	})
 }
@@ -65,6 +70,7 @@ type newToken struct {
 	Hash      []byte
 	Scope     string
 	ExpiresAt int64
+	Resource  int64 // access tokens: resources.id of the RFC 8707 resource it is for (0 none)
 }
 
 // tokenPair is what one successful token request stores.
@@ -80,15 +86,15 @@ const (
 
 // insertPair stores a token pair of a grant (the refresh token is optional).
 func (st *store) insertPair(ctx context.Context, tx *sql.Tx, grantID int64, p tokenPair, now int64) error {
-	const ins = "INSERT INTO tokens(hash, kind, grant_id, scope, created_at, expires_at) VALUES(?, ?, ?, ?, ?, ?)"
+	const ins = "INSERT INTO tokens(hash, kind, grant_id, scope, created_at, expires_at, resource) VALUES(?, ?, ?, ?, ?, ?, ?)"
 	a, r := p.Access, p.Refresh
 	if r.Hash == nil {
-		_, err := st.txExec(ctx, tx, ins, a.Hash, kindAccess, grantID, a.Scope, now, a.ExpiresAt)
+		_, err := st.txExec(ctx, tx, ins, a.Hash, kindAccess, grantID, a.Scope, now, a.ExpiresAt, a.Resource)
 		return err
 	}
 	// Both in one statement: inside the serial writer every statement counts.
-	_, err := st.txExec(ctx, tx, ins+", (?, ?, ?, ?, ?, ?)", a.Hash, kindAccess, grantID, a.Scope, now, a.ExpiresAt,
-		r.Hash, kindRefresh, grantID, r.Scope, now, r.ExpiresAt)
+	_, err := st.txExec(ctx, tx, ins+", (?, ?, ?, ?, ?, ?, ?)", a.Hash, kindAccess, grantID, a.Scope, now, a.ExpiresAt, a.Resource,
+		r.Hash, kindRefresh, grantID, r.Scope, now, r.ExpiresAt, 0)
 	return err
 }
 
@@ -108,9 +114,9 @@ func (st *store) redeemCode(ctx context.Context, hash []byte, now int64, issue f
 	err := st.tx(ctx, func(tx *sql.Tx) error {
 		revoked = 0
 		var used, grantID sql.NullInt64
-		err := st.txRow(ctx, tx, "SELECT client_id, user_id, redirect_uri, redirect_given, scope, code_challenge, nonce, auth_time, expires_at, used_at, grant_id, amr "+
+		err := st.txRow(ctx, tx, "SELECT client_id, user_id, redirect_uri, redirect_given, scope, code_challenge, nonce, auth_time, expires_at, used_at, grant_id, amr, resource "+
 			"FROM codes WHERE hash = ?", hash).Scan(&c.ClientID, &c.UserID, &c.RedirectURI, &c.RedirectGiven, &c.Scope,
-			&c.CodeChallenge, &c.Nonce, &c.AuthTime, &c.ExpiresAt, &used, &grantID, &c.AMR)
+			&c.CodeChallenge, &c.Nonce, &c.AuthTime, &c.ExpiresAt, &used, &grantID, &c.AMR, &c.Resource)
 		if errors.Is(err, sql.ErrNoRows) {
 			return errNotFound
 		}
@@ -134,8 +140,8 @@ func (st *store) redeemCode(ctx context.Context, hash []byte, now int64, issue f
 			return err
 		}
 		var gid int64
-		if err := st.txRow(ctx, tx, "INSERT INTO grants(client_id, user_id, scope, auth_time, created_at, amr) VALUES(?, ?, ?, ?, ?, ?) RETURNING id",
-			c.ClientID, c.UserID, c.Scope, c.AuthTime, now, c.AMR).Scan(&gid); err != nil {
+		if err := st.txRow(ctx, tx, "INSERT INTO grants(client_id, user_id, scope, auth_time, created_at, amr, resource) VALUES(?, ?, ?, ?, ?, ?, ?) RETURNING id",
+			c.ClientID, c.UserID, c.Scope, c.AuthTime, now, c.AMR, c.Resource).Scan(&gid); err != nil {
 			return err
 		}
 		if _, err := st.txExec(ctx, tx, "UPDATE codes SET used_at = ?, grant_id = ? WHERE hash = ?", now, gid, hash); err != nil {
@@ -144,7 +150,7 @@ func (st *store) redeemCode(ctx context.Context, hash []byte, now int64, issue f
 		if err := st.touchConsent(ctx, tx, c.UserID, c.ClientID, now); err != nil {
 			return err
 		}
-		hint = hintFor(tokenInfo{GrantID: gid, ClientID: c.ClientID, AuthTime: c.AuthTime, AMR: c.AMR, User: user{ID: c.UserID}}, pair.Refresh)
+		hint = hintFor(tokenInfo{GrantID: gid, ClientID: c.ClientID, AuthTime: c.AuthTime, AMR: c.AMR, User: user{ID: c.UserID}, GrantResource: c.Resource}, pair.Refresh)
 		return st.insertPair(ctx, tx, gid, pair, now)
 	})
 	if err == nil {
@@ -176,7 +182,7 @@ type refreshHint struct {
 // hintFor is the hint for refresh token r, issued in grant g (grant, client, user, auth_time).
 func hintFor(g tokenInfo, r newToken) refreshHint {
 	return refreshHint{key: r.Hash, t: tokenInfo{Kind: kindRefresh, GrantID: g.GrantID, ClientID: g.ClientID, Scope: r.Scope,
-		ExpiresAt: r.ExpiresAt, AuthTime: g.AuthTime, AMR: g.AMR, User: user{ID: g.User.ID}}}
+		ExpiresAt: r.ExpiresAt, AuthTime: g.AuthTime, AMR: g.AMR, User: user{ID: g.User.ID}, GrantResource: g.GrantResource}}
 }
 
 func (h *refreshHints) put(r refreshHint) {
@@ -224,6 +230,8 @@ type tokenInfo struct {
 	AuthTime      int64
 	AMR           string // the grant's sign-in methods (RFC 8176, space-separated); "" without a user
 	User          user
+	Resource      int64  // access tokens: resources.id of the RFC 8707 resource it is for (0 none)
+	GrantResource string // space-separated resources the grant is for
 }
 
 // rotatedMs is a refresh token's rotation time in unix milliseconds; a row rotated before
@@ -231,13 +239,13 @@ type tokenInfo struct {
 const rotatedMs = "coalesce(t.rotated_ms, t.rotated_at * 1000)"
 
 var tokenQuery = "SELECT t.kind, t.grant_id, g.client_id, t.scope, g.scope, t.created_at, t.expires_at, " + rotatedMs + ", t.successor_hash, t.successor_blob, " +
-	"g.auth_time, g.amr, " + userColsU + " FROM tokens t JOIN grants g ON g.id = t.grant_id LEFT JOIN users u ON u.id = g.user_id WHERE t.hash = ?"
+	"g.auth_time, g.amr, t.resource, g.resource, " + userColsU + " FROM tokens t JOIN grants g ON g.id = t.grant_id LEFT JOIN users u ON u.id = g.user_id WHERE t.hash = ?"
 
 func scanToken(row rowScanner) (tokenInfo, error) {
 	var t tokenInfo
 	var rotated sql.NullInt64
 	err := row.Scan(append([]any{&t.Kind, &t.GrantID, &t.ClientID, &t.Scope, &t.GrantScope, &t.CreatedAt, &t.ExpiresAt, &rotated,
-		&t.SuccessorHash, &t.SuccessorBlob, &t.AuthTime, &t.AMR}, t.User.dest()...)...)
+		&t.SuccessorHash, &t.SuccessorBlob, &t.AuthTime, &t.AMR, &t.Resource, &t.GrantResource}, t.User.dest()...)...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return t, errNotFound
 	}
@@ -248,12 +256,12 @@ func scanToken(row rowScanner) (tokenInfo, error) {
 // refreshQuery is the lean read of the token being rotated: it runs inside the serial
 // writer, so it leaves the user's profile out (only their id; issue loads more if needed).
 const refreshQuery = "SELECT t.kind, t.grant_id, g.client_id, t.scope, t.expires_at, " + rotatedMs + ", t.successor_hash, t.successor_blob, " +
-	"g.auth_time, g.amr, coalesce(g.user_id, 0) FROM tokens t JOIN grants g ON g.id = t.grant_id WHERE t.hash = ?"
+	"g.auth_time, g.amr, coalesce(g.user_id, 0), g.resource FROM tokens t JOIN grants g ON g.id = t.grant_id WHERE t.hash = ?"
 
 func scanRefresh(row rowScanner) (tokenInfo, error) {
 	var t tokenInfo
 	var rotated sql.NullInt64
-	err := row.Scan(&t.Kind, &t.GrantID, &t.ClientID, &t.Scope, &t.ExpiresAt, &rotated, &t.SuccessorHash, &t.SuccessorBlob, &t.AuthTime, &t.AMR, &t.User.ID)
+	err := row.Scan(&t.Kind, &t.GrantID, &t.ClientID, &t.Scope, &t.ExpiresAt, &rotated, &t.SuccessorHash, &t.SuccessorBlob, &t.AuthTime, &t.AMR, &t.User.ID, &t.GrantResource)
 	if errors.Is(err, sql.ErrNoRows) {
 		return t, errNotFound
 	}

@@ -53,7 +53,7 @@ func tokenForm(r *http.Request) (url.Values, *oauthError) {
 	}
 	r.PostForm, r.Form = vals, vals
 	for k, v := range r.PostForm {
-		if len(v) > 1 {
+		if len(v) > 1 && k != "resource" { // RFC 8707 §2: resource may repeat (tokenTarget decides)
 			return nil, oerr(errInvalidRequest, "the parameter %s is repeated (RFC 6749 §3.1)", k)
 		}
 	}
@@ -256,8 +256,15 @@ func (s *server) handleAuthorizationCodeGrant(w http.ResponseWriter, r *http.Req
 			// RFC 9700 §2.1.1: a verifier without a challenge is a downgrade attempt.
 			return tokenPair{}, oerr(errInvalidGrant, "code_verifier sent but the authorization request had no code_challenge")
 		}
+		target, err := s.tokenTarget(r.Context(), form, ac.Resource, false) // RFC 8707 (resources.go)
+		if err != nil {
+			return tokenPair{}, err
+		}
 		var pair tokenPair
-		resp, pair = s.newPair(ac.Scope, ac.Scope, wantsRefresh(c, ac.Scope), now)
+		resp, pair = s.newPair(s.narrowScope(r.Context(), ac.Scope, target, ac.Resource, c), ac.Scope, wantsRefresh(c, ac.Scope), now)
+		if err := s.bindAccess(r.Context(), &resp, &pair, target, c, ac.UserID, ac.AuthTime, now); err != nil {
+			return tokenPair{}, err
+		}
 		if hasScope(ac.Scope, "openid") {
 			u, err := s.store.userByID(r.Context(), ac.UserID)
 			if err != nil {
@@ -403,8 +410,15 @@ func (s *server) handleRefreshTokenGrant(w http.ResponseWriter, r *http.Request,
 			}
 			scope = strings.Join(want, " ")
 		}
+		target, err := s.tokenTarget(r.Context(), form, t.GrantResource, false) // RFC 8707 (resources.go)
+		if err != nil {
+			return tokenPair{}, nil, err
+		}
 		var pair tokenPair
-		resp, pair = s.newPair(scope, t.Scope, true, now)
+		resp, pair = s.newPair(s.narrowScope(r.Context(), scope, target, t.GrantResource, c), t.Scope, true, now)
+		if err := s.bindAccess(r.Context(), &resp, &pair, target, c, t.User.ID, t.AuthTime, now); err != nil {
+			return tokenPair{}, nil, err
+		}
 		if hasScope(scope, "openid") {
 			// OIDC Core §12.2: same sub and auth_time as at the original authentication.
 			u, err := s.store.userByID(r.Context(), t.User.ID) // the rotation read carries only the id
@@ -476,8 +490,13 @@ func (s *server) tokenQuestion(w http.ResponseWriter, r *http.Request, confident
 
 // handleIntrospect is RFC 7662: a confidential client asks whether a token is active.
 func (s *server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
-	_, tok, ok := s.tokenQuestion(w, r, true)
+	c, tok, ok := s.tokenQuestion(w, r, true)
 	if !ok {
+		return
+	}
+	rs, err := s.store.cachedResources(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	t, err := s.store.cachedToken(r.Context(), tokenKey(tok))
@@ -485,12 +504,17 @@ func (s *server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if err != nil || t.ExpiresAt <= s.now().Unix() || t.Rotated {
+	// RFC 7662 §4: a resource's own credential learns only about tokens for that resource, so
+	// that a token presented to it for another server (or for none) is refused there.
+	// A token for a resource since deleted is for nobody any more.
+	own, isResource := rs.byClient[c.ID]
+	aud, audKnown := rs.byID[t.Resource]
+	if err != nil || t.ExpiresAt <= s.now().Unix() || t.Rotated || (isResource && t.Resource != own) || (t.Resource != 0 && !audKnown) {
 		writeJSON(w, http.StatusOK, inactive)
 		return
 	}
 	resp := introspection{Active: true, Scope: t.Scope, ClientID: t.ClientID, Username: t.User.Username, Sub: t.User.Sub,
-		Exp: t.ExpiresAt, Iat: t.CreatedAt, Iss: s.cfg.Issuer, TokenUse: "refresh_token"}
+		Exp: t.ExpiresAt, Iat: t.CreatedAt, Iss: s.cfg.Issuer, TokenUse: "refresh_token", Aud: aud.URI}
 	if t.User.ID == 0 { // client_credentials: the client acts for itself
 		resp.Sub, resp.Username = t.ClientID, ""
 	}
@@ -529,6 +553,9 @@ func (v introspection) appendJSON(b []byte) []byte {
 	b = strconv.AppendInt(append(b, `,"exp":`...), v.Exp, 10)
 	b = strconv.AppendInt(append(b, `,"iat":`...), v.Iat, 10)
 	b = appendJSONField(b, "iss", v.Iss)
+	if v.Aud != "" {
+		b = appendJSONField(b, "aud", v.Aud)
+	}
 	if v.Groups != nil {
 		b = append(b, `,"groups":[`...)
 		for i, g := range v.Groups {
@@ -620,6 +647,7 @@ type introspection struct {
 	Exp       int64    `json:"exp"`
 	Iat       int64    `json:"iat"`
 	Iss       string   `json:"iss"`
+	Aud       string   `json:"aud,omitempty"`   // the RFC 8707 resource the token is for (RFC 7662 §2.2)
 	Groups    []string `json:"groups,omitzero"` // with the groups scope: the user's groups, [] for none
 	AuthTime  int64    `json:"auth_time,omitempty"`
 	ACR       string   `json:"acr,omitempty"`

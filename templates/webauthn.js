@@ -5,6 +5,10 @@
 // the form. The server checks everything; this script only carries bytes.
 (function () {
   "use strict";
+  // The options live beside /static/ under the issuer's path (an issuer such as
+  // https://example.com/auth serves everything under /auth).
+  var script = document.currentScript;
+  var optionsPath = script && script.src ? new URL("../webauthn/options", script.src).pathname : "/webauthn/options";
   if (!window.PublicKeyCredential || !navigator.credentials) {
     return;
   }
@@ -40,7 +44,7 @@
 
   function run(form) {
     var purpose = form.dataset.webauthn;
-    var url = "/webauthn/options?for=" + encodeURIComponent(purpose);
+    var url = optionsPath + "?for=" + encodeURIComponent(purpose);
     var next = form.querySelector('input[name="next"]');
     if (next && next.value) { url += "&next=" + encodeURIComponent(next.value); }
     if (form.dataset.exclude) { url += "&exclude=" + encodeURIComponent(form.dataset.exclude); }
