@@ -41,10 +41,6 @@ const (
 	maxForwardRD        = 4096                // a longer original URL returns to the app's root
 )
 
-// remoteHeaders are the headers a 200 answer sets, every one of them, empty when unknown:
-// Caddy 2.6's copy_headers passes its placeholder text upstream for a missing one.
-var remoteHeaders = []string{"Remote-User", "Remote-Name", "Remote-Email", "Remote-Groups", "Remote-Sub"}
-
 // ---- origins
 
 // hostOrigin is the origin of scheme and host[:port] (RFC 6454 §4): the host in lower case,
@@ -173,7 +169,7 @@ type forwarded struct {
 	Origin string // scheme://host[:port], hostOrigin's form
 	Secure bool   // https: cookies are Secure and __Host- prefixed
 	URI    string // the request target, path and query
-	Path   string
+	Path   string // the path of URI, as sent (not unescaped)
 	Query  string // the raw query of URI
 }
 
@@ -183,12 +179,20 @@ type forwarded struct {
 // send instead.
 func parseForwarded(h http.Header) (forwarded, string) {
 	var f forwarded
-	for _, name := range []string{"X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Uri", "X-Forwarded-Method"} {
-		if len(h.Values(name)) > 1 {
+	// The names are in canonical form: the map is read directly (this is on every request).
+	vals := [4][]string{h["X-Forwarded-Proto"], h["X-Forwarded-Host"], h["X-Forwarded-Uri"], h["X-Forwarded-Method"]}
+	for i, name := range [4]string{"X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Uri", "X-Forwarded-Method"} {
+		if len(vals[i]) > 1 {
 			return f, name + " is repeated: the proxy must send it once, replacing any value from the browser."
 		}
 	}
-	proto, host, uri := strings.ToLower(strings.TrimSpace(h.Get("X-Forwarded-Proto"))), strings.TrimSpace(h.Get("X-Forwarded-Host")), h.Get("X-Forwarded-Uri")
+	first := func(v []string) string {
+		if len(v) == 0 {
+			return ""
+		}
+		return v[0]
+	}
+	proto, host, uri := strings.ToLower(strings.TrimSpace(first(vals[0]))), strings.TrimSpace(first(vals[1])), first(vals[2])
 	if proto == "" || host == "" || uri == "" {
 		return f, "The proxy must send X-Forwarded-Proto (http or https), X-Forwarded-Host (the host the browser asked for) and X-Forwarded-Uri (its path and query) " +
 			"with every check; this request lacks " + strings.Join(missing(map[string]string{"X-Forwarded-Proto": proto, "X-Forwarded-Host": host, "X-Forwarded-Uri": uri}), " and ") +
@@ -204,17 +208,16 @@ func parseForwarded(h http.Header) (forwarded, string) {
 	if err != nil {
 		return f, "X-Forwarded-Host " + err.Error() + "."
 	}
-	if uri[0] != '/' || strings.ContainsAny(uri, " \t\r\n\x00#") {
-		return f, "X-Forwarded-Uri must be the request's path and query, starting with /."
+	// The request target as sent (RFC 9112 §3.2.1 origin-form): printable ASCII from a /, no
+	// fragment. Its path is compared as sent: an escaped callback path is just a path.
+	if uri[0] != '/' || strings.IndexFunc(uri, func(c rune) bool { return c <= ' ' || c > '~' || c == '#' }) >= 0 {
+		return f, "X-Forwarded-Uri must be the request's path and query, starting with /, in printable ASCII."
 	}
-	u, err := url.ParseRequestURI(uri)
-	if err != nil {
-		return f, "X-Forwarded-Uri is not a valid path and query."
-	}
-	if m := h.Get("X-Forwarded-Method"); m != "" && strings.IndexFunc(m, func(c rune) bool { return c <= ' ' || c > '~' || strings.ContainsRune(`"(),/:;<=>?@[\]{}`, c) }) >= 0 {
+	path, query, _ := strings.Cut(uri, "?")
+	if m := first(vals[3]); m != "" && strings.IndexFunc(m, func(c rune) bool { return c <= ' ' || c > '~' || strings.ContainsRune(`"(),/:;<=>?@[\]{}`, c) }) >= 0 {
 		return f, "X-Forwarded-Method is not an HTTP method."
 	}
-	return forwarded{Origin: o, Secure: proto == "https", URI: uri, Path: u.Path, Query: u.RawQuery}, ""
+	return forwarded{Origin: o, Secure: proto == "https", URI: uri, Path: path, Query: query}, ""
 }
 
 // missing lists the names whose values are empty, in a stable order.
@@ -258,7 +261,7 @@ func (s *server) forwardCheck(w http.ResponseWriter, r *http.Request, nginx bool
 	}
 	ctx := r.Context()
 	c, err := s.store.forwardClient(ctx, f.Origin)
-	if errors.Is(err, errNotFound) || err == nil && s.ownOrigin(f.Origin) {
+	if errors.Is(err, errNotFound) { // (oauthd's own origin never gets a code: the start page refuses it)
 		s.log.Info("forward auth refused: no protected app has this origin", "origin", f.Origin)
 		forwardText(w, http.StatusForbidden, "No protected app is registered for "+f.Origin+". Register it with: oauthd client add -name NAME -forward-auth "+f.Origin)
 		return
@@ -268,6 +271,12 @@ func (s *server) forwardCheck(w http.ResponseWriter, r *http.Request, nginx bool
 		return
 	}
 	if f.Path == forwardCallbackPath {
+		if nginx {
+			// A subrequest cannot pass the callback's redirect and cookie on: the code is left
+			// for the plain request the README's configuration makes.
+			forwardText(w, http.StatusForbidden, "nginx must send "+forwardCallbackPath+" to /oauth/forward-auth as a plain proxied request (proxy_pass), not through auth_request; see the README's nginx configuration.")
+			return
+		}
 		s.forwardCallback(w, r, f, c)
 		return
 	}
@@ -300,9 +309,11 @@ func (s *server) forwardCheck(w http.ResponseWriter, r *http.Request, nginx bool
 	s.signInFirst(w, r, f, nginx)
 }
 
-// writeRemote answers 200 with every Remote-* header set from the user: the username, the
-// display name, the email if it is verified (an unverified one could be anybody's), the
-// groups comma-separated, and the sub. Nothing the browser sent is reflected.
+// writeRemote answers 200 with every Remote-* header set from the user, each of them always,
+// empty when unknown (Caddy 2.6's copy_headers passes its placeholder text upstream for a
+// missing one): the username, the display name, the email if it is verified (an unverified
+// one could be anybody's), the groups comma-separated, and the sub. Nothing the browser sent
+// is reflected.
 func (s *server) writeRemote(w http.ResponseWriter, r *http.Request, u user) {
 	var groups []string
 	if acc, err := s.store.cachedAccess(r.Context(), u.ID); err == nil {

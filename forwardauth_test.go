@@ -20,6 +20,9 @@ import (
 // proxyAddr is the address checks come from in the handler tests: the trusted proxy.
 const proxyAddr = "127.0.0.1:41000"
 
+// remoteHeaders are the headers a 200 answer of the check sets, every one of them.
+var remoteHeaders = []string{"Remote-User", "Remote-Name", "Remote-Email", "Remote-Groups", "Remote-Sub"}
+
 // newForwardServer is a test server that trusts 127.0.0.1 as its proxy.
 func newForwardServer(t testing.TB, edit ...func(*config)) *testServer {
 	t.Helper()
@@ -289,6 +292,10 @@ func TestForwardAuthCallback(t *testing.T) {
 	// The right one: once.
 	b.login()
 	f := startSignIn(t, ts, b, "sonarr.example.com", "/calendar?week=2")
+	if r := ts.check("/oauth/auth-request", proxyAddr, "https", "sonarr.example.com", forwardCallbackPath+"?"+f.callback.RawQuery, nil, f.cookie); r.StatusCode != 403 ||
+		!strings.Contains(body(r), "plain proxied request") {
+		t.Errorf("the callback through nginx's auth_request = %d; want 403 naming the configuration, the code left alone", r.StatusCode)
+	}
 	resp := ts.callback("sonarr.example.com", f.callback.RawQuery, f.cookie)
 	body(resp)
 	app := cookieNamed(resp, "__Host-oauthd_app")
