@@ -135,7 +135,7 @@ func (s *server) metadataOf(c client) map[string]any {
 	m := map[string]any{
 		"client_id": c.ID, "client_id_issued_at": c.CreatedAt, "client_name": c.Name,
 		"redirect_uris": nonNil(c.RedirectURIs), "token_endpoint_auth_method": method, "grant_types": c.GrantTypes,
-		"response_types": []string{}, "scope": strings.Join(c.Scopes, " "), "id_token_signed_response_alg": c.IDTokenAlg,
+		"response_types": []string{}, "id_token_signed_response_alg": c.IDTokenAlg,
 		"registration_client_uri": s.cfg.Issuer + "/oauth/register/" + c.ID,
 		"application_type":        c.ApplicationType,
 	}
@@ -144,6 +144,9 @@ func (s *server) metadataOf(c client) map[string]any {
 	}
 	if !c.Public {
 		m["client_secret_expires_at"] = 0
+	}
+	if len(c.Scopes) > 0 { // none registered (a resource's scopes come with the resource): no scope member
+		m["scope"] = strings.Join(c.Scopes, " ")
 	}
 	for k, v := range map[string]string{"logo_uri": c.LogoURI, "client_uri": c.ClientURI} {
 		if v != "" {

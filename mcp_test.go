@@ -62,6 +62,15 @@ func TestDCRAsHostsSendIt(t *testing.T) {
 	if u := ts.postJSON("PUT", path, rat, put); u.Status != 200 || u.JSON["token_endpoint_auth_method"] != "none" || u.JSON["application_type"] != "native" {
 		t.Errorf("PUT = %d %s", u.Status, u.Raw)
 	}
+	// A resource's scopes are accepted and left out of the client's own: the answer has no
+	// scope member when nothing else was asked for (RFC 7591 §3.2.1 returns what is registered).
+	ts.addResource("https://mcp.example.com/mcp", "Notes MCP", "notes:read notes:write", false, 0)
+	if r := ts.postJSON("POST", "/oauth/register", "", `{`+base+`,"scope":"notes:read notes:write"}`); r.Status != 201 || strings.Contains(r.Raw, `"scope"`) {
+		t.Errorf("registration with a resource's scopes = %d %s; want 201 without a scope member", r.Status, r.Raw)
+	}
+	if r := ts.postJSON("POST", "/oauth/register", "", `{`+base+`,"scope":"openid notes:read"}`); r.Status != 201 || r.JSON["scope"] != "openid" {
+		t.Errorf("registration with openid and a resource's scope = %d %s; want scope openid", r.Status, r.Raw)
+	}
 	// With an initial access token a confidential client is registered as asked.
 	ts.clock.t = ts.clock.t.AddDate(-10, 0, 0) // the CLI stamps the token with real time
 	if r := ts.postJSON("POST", "/oauth/register", ts.registrationToken(1), `{`+base+`,"token_endpoint_auth_method":"client_secret_basic"}`); r.Status != 201 ||
