@@ -25,17 +25,20 @@ type cache struct {
 	epoch   uint64
 	gen     int64 // last generation counter seen
 	clients map[string]client
-	tokens  map[string]tokenInfo // by token hash
-	max     int                  // bound on tokens
-	access  map[int64]userGroups // a user's groups and custom claims, by user id (store_groups.go)
-	res     resourceCache        // resources, user subjects and the JWT key (resources.go)
+	tokens  map[string]tokenInfo  // by token hash
+	max     int                   // bound on tokens
+	access  map[int64]userGroups  // a user's groups and custom claims, by user id (store_groups.go)
+	res     resourceCache         // resources, user subjects and the JWT key (resources.go)
+	apps    map[string]appSession // forward-auth app sessions by cookie hash, each kept at most a minute (store_forwardauth.go)
+	origins map[string]string     // protected origin → client id (store_forwardauth.go)
 }
 
 // maxCachedTokens bounds the token cache (a few MB at most).
 const maxCachedTokens = 10_000
 
 func newCache() *cache {
-	return &cache{clients: map[string]client{}, tokens: map[string]tokenInfo{}, max: maxCachedTokens, access: map[int64]userGroups{}}
+	return &cache{clients: map[string]client{}, tokens: map[string]tokenInfo{}, max: maxCachedTokens, access: map[int64]userGroups{},
+		apps: map[string]appSession{}, origins: map[string]string{}}
 }
 
 // flush drops everything.
@@ -46,6 +49,8 @@ func (c *cache) flush() {
 	clear(c.tokens)
 	clear(c.access)
 	c.res = resourceCache{}
+	clear(c.apps)
+	clear(c.origins)
 	c.mu.Unlock()
 }
 
@@ -86,6 +91,8 @@ func (c *cache) generation(n int64) {
 		clear(c.tokens)
 		clear(c.access)
 		c.res = resourceCache{}
+		clear(c.apps)
+		clear(c.origins)
 		c.gen = n
 	}
 	c.mu.Unlock()

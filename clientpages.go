@@ -38,6 +38,8 @@ type clientForm struct {
 	Groups                              []groupChoice // the allow-list as checkboxes (groups_admin.go)
 	AllowGroups                         []string      // the allow-list, shown to a non-admin owner
 	RequireMFA                          bool          // the administrator's "require a second factor" box
+	Forward                             bool          // a protected app (forward auth): origins instead of OAuth settings
+	ForwardOrigins                      string        // its origins, one per line
 }
 
 // errNoGrant is a register/edit form with no grant ticked.
@@ -98,7 +100,11 @@ func (s *server) handleClientRegisterPage(w http.ResponseWriter, r *http.Request
 	if !s.userAppsAllowed(w, sess) {
 		return
 	}
-	page := clientForm{pageData: s.pageData(sess, "client"), Code: true}
+	page := clientForm{pageData: s.pageData(sess, "client"), Code: true, Forward: r.URL.Query().Get("kind") == "forward"}
+	if page.Forward && !sess.User.Admin {
+		s.errorPage(w, http.StatusForbidden, "Administrators only", "Only administrators put apps behind the proxy's forward auth.")
+		return
+	}
 	if !s.withGroups(w, r, sess, &page, nil) {
 		return
 	}
@@ -117,6 +123,9 @@ func formSpec(f url.Values, owner int64) clientSpec {
 		return out
 	}
 	grants := formGrants(f)
+	if f.Get("type") == "forward" { // a protected app (forwardauth.go)
+		return clientSpec{Name: f.Get("name"), Description: f.Get("description"), OwnerID: owner, ForwardOrigins: append([]string{}, lines(f.Get("forward_origins"))...)}
+	}
 	return clientSpec{Name: f.Get("name"), Description: f.Get("description"), Scope: strings.TrimSpace(f.Get("scope")),
 		RedirectURIs: lines(f.Get("redirect_uris")), Public: f.Get("type") == "public",
 		LogoURI: strings.TrimSpace(f.Get("logo_uri")), ClientURI: strings.TrimSpace(f.Get("client_uri")), OwnerID: owner,
@@ -131,7 +140,8 @@ func (s *server) echoClientForm(sess session, f url.Values) clientForm {
 	return clientForm{pageData: s.pageData(sess, "client"), Name: f.Get("name"), Description: f.Get("description"),
 		RedirectURIs: f.Get("redirect_uris"), Scope: f.Get("scope"), LogoURI: f.Get("logo_uri"), ClientURI: f.Get("client_uri"),
 		Public: f.Get("type") == "public", PostLogoutURIs: f.Get("post_logout_redirect_uris"), AlwaysRefresh: f.Get("always_refresh") == "on",
-		Code: f.Get("grant_code") == "on", ClientCredentials: f.Get("grant_client_credentials") == "on", Device: f.Get("grant_device") == "on", RequireMFA: f.Get("require_mfa") == "on"}
+		Code: f.Get("grant_code") == "on", ClientCredentials: f.Get("grant_client_credentials") == "on", Device: f.Get("grant_device") == "on", RequireMFA: f.Get("require_mfa") == "on",
+		Forward: f.Get("type") == "forward", ForwardOrigins: f.Get("forward_origins")}
 }
 
 // refuseClientForm answers a register/edit form that was not saved: an expired form (403) or
@@ -199,11 +209,15 @@ func (s *server) handleClientRegister(w http.ResponseWriter, r *http.Request) {
 	}
 	sp := formSpec(f, sess.User.ID)
 	sp.Vetted = sess.User.Admin // a user's own app is not vetted (RFC 9700 §4.11.2)
+	sp.RequireMFA = adminRequireMFA(sess, f)
 	c, err := client{}, error(errNoGrant)
-	if len(sp.GrantTypes) > 0 {
+	if sp.ForwardOrigins != nil {
+		if err = s.checkForwardForm(sess, sp); err == nil {
+			c, err = sp.build()
+		}
+	} else if len(sp.GrantTypes) > 0 {
 		c, err = sp.build()
 	}
-	sp.RequireMFA = adminRequireMFA(sess, f)
 	if err == nil {
 		err = s.checkScopesFor(r, sess, sp.Scope)
 	}
@@ -224,6 +238,11 @@ func (s *server) handleClientRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("client registered on the pages", "client_id", c.ID, "user", sess.User.Username)
+	if len(c.ForwardOrigins) > 0 {
+		s.seeOther(w, r, "/oauth/client/list", c.Name+" is protected at "+strings.Join(c.ForwardOrigins, ", ")+": point the proxy's forward auth at "+
+			s.cfg.Issuer+"/oauth/forward-auth (see the README).")
+		return
+	}
 	s.render(w, http.StatusCreated, "client_secret", secretPage{pageData: s.pageData(sess, ""), Client: c, Secret: secret, Title: "Application registered", Issuer: s.cfg.Issuer})
 }
 
@@ -288,7 +307,7 @@ func (s *server) handleClientEditPage(w http.ResponseWriter, r *http.Request) {
 		LogoURI: c.LogoURI, ClientURI: c.ClientURI, Public: c.Public, PostLogoutURIs: strings.Join(c.PostLogoutURIs, "\n"),
 		AlwaysRefresh: c.AlwaysRefresh, Code: slices.Contains(c.GrantTypes, grantAuthorizationCode),
 		ClientCredentials: slices.Contains(c.GrantTypes, grantClientCredentials), Device: slices.Contains(c.GrantTypes, grantDeviceCode),
-		AllowGroups: c.AllowGroups, RequireMFA: c.RequireMFA}
+		AllowGroups: c.AllowGroups, RequireMFA: c.RequireMFA, Forward: len(c.ForwardOrigins) > 0, ForwardOrigins: strings.Join(c.ForwardOrigins, "\n")}
 	if s.withGroups(w, r, sess, &page, c.AllowGroups) {
 		s.render(w, http.StatusOK, "client_form", page)
 	}
@@ -307,6 +326,8 @@ func (s *server) handleClientEdit(w http.ResponseWriter, r *http.Request) {
 	f := r.PostForm
 	page := s.echoClientForm(sess, f)
 	page.Edit, page.ID, page.Public, page.AllowGroups = true, c.ID, c.Public, c.AllowGroups
+	forward := len(c.ForwardOrigins) > 0
+	page.Forward = forward
 	allow := checkedGroups(f, "allow:")
 	if !s.withGroups(w, r, sess, &page, allow) {
 		return
@@ -317,12 +338,19 @@ func (s *server) handleClientEdit(w http.ResponseWriter, r *http.Request) {
 	}
 	sp := formSpec(f, c.OwnerID)
 	sp.Public, sp.IDTokenAlg, sp.Dynamic = c.Public, c.IDTokenAlg, c.Dynamic
+	sp.RequireMFA = adminRequireMFA(sess, f)
 	old := c.GrantTypes
 	err := error(errNoGrant)
-	if len(sp.GrantTypes) > 0 {
+	switch {
+	case forward != (sp.ForwardOrigins != nil):
+		err = &specError{msg: "an application stays what it was registered as: an OAuth client, or a protected app behind the proxy"}
+	case forward:
+		if err = s.checkForwardForm(sess, sp); err == nil {
+			err = sp.apply(&c)
+		}
+	case len(sp.GrantTypes) > 0:
 		err = sp.apply(&c)
 	}
-	sp.RequireMFA = adminRequireMFA(sess, f)
 	if err == nil {
 		err = s.checkScopesFor(r, sess, sp.Scope)
 	}
@@ -464,9 +492,12 @@ func (s *server) handleConnectionRevokePage(w http.ResponseWriter, r *http.Reque
 		s.serverErrorPage(w, r, err)
 		return
 	}
-	s.confirm(w, sess, "connection", confirmPage{Title: "Revoke " + c.Name + "?",
-		Message: c.Name + " is signed out at once: every token it holds for you stops working, and it must ask for your approval again.",
-		Action:  "/oauth/client/connections/" + url.PathEscape(c.ID) + "/revoke", Button: "Revoke access", Cancel: "/oauth/client/connections"})
+	msg := c.Name + " is signed out at once: every token it holds for you stops working, and it must ask for your approval again."
+	if len(c.ForwardOrigins) > 0 { // a protected app (forwardauth.go)
+		msg = "You are signed out of " + c.Name + " at once, in every browser. Opening it again signs you in again through this service."
+	}
+	s.confirm(w, sess, "connection", confirmPage{Title: "Revoke " + c.Name + "?", Message: msg,
+		Action: "/oauth/client/connections/" + url.PathEscape(c.ID) + "/revoke", Button: "Revoke access", Cancel: "/oauth/client/connections"})
 }
 
 // handleConnectionRevoke forgets the consent and revokes every token of that app at once.

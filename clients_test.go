@@ -852,3 +852,28 @@ func TestAdminFirstSteps(t *testing.T) {
 		t.Errorf("-user-apps=false: the register page for a user = %d", p.StatusCode)
 	}
 }
+
+// TestClientFormRequireMFA: the administrator's "require a second factor" box takes effect
+// when an app is registered and when it is edited (it was read after the spec was built).
+func TestClientFormRequireMFA(t *testing.T) {
+	ts := newTestServer(t)
+	ts.addAdmin("root", "correct horse battery")
+	b := ts.browser("root", "correct horse battery")
+	b.login()
+	rp := b.get("/oauth/client/register")
+	p := b.post("/oauth/client/register", url.Values{"csrf_token": {hidden(rp.Body, "csrf_token")}, "name": {"Vault"}, "type": {"confidential"},
+		"grant_code": {"on"}, "redirect_uris": {"https://vault.example/cb"}, "require_mfa": {"on"}})
+	if p.StatusCode != http.StatusCreated {
+		t.Fatalf("register = %d %s", p.StatusCode, p.Body)
+	}
+	cs, _ := ts.s.store.listClients(context.Background())
+	if len(cs) != 1 || !cs[0].RequireMFA {
+		t.Fatalf("registered with the box ticked: %+v", cs)
+	}
+	ep := b.get("/oauth/client/" + cs[0].ID + "/edit")
+	p = b.post("/oauth/client/"+cs[0].ID+"/edit", url.Values{"csrf_token": {hidden(ep.Body, "csrf_token")}, "name": {"Vault"}, "grant_code": {"on"},
+		"redirect_uris": {"https://vault.example/cb"}})
+	if c, _ := ts.s.store.clientByID(context.Background(), cs[0].ID); p.StatusCode != http.StatusSeeOther || c.RequireMFA {
+		t.Errorf("edited with the box unticked = %d, require MFA %v", p.StatusCode, c.RequireMFA)
+	}
+}

@@ -21,9 +21,10 @@ type clientSpec struct {
 	Public, AlwaysRefresh, Dynamic bool
 	IDTokenAlg, LogoURI, ClientURI string
 	OwnerID                        int64
-	Vetted                         bool   // an administrator creates it (set by build only: editing never vets)
-	RequireMFA                     *bool  // nil keeps the client's setting (dynamic registration cannot change it)
-	ApplicationType                string // web or native (dynamic registration); "": web
+	Vetted                         bool     // an administrator creates it (set by build only: editing never vets)
+	RequireMFA                     *bool    // nil keeps the client's setting (dynamic registration cannot change it)
+	ApplicationType                string   // web or native (dynamic registration); "": web
+	ForwardOrigins                 []string // a protected app's origins (forward auth, forwardauth.go); none: an OAuth client
 }
 
 // specError is a validation failure; Redirect marks redirect URI problems, which RFC 7591
@@ -54,6 +55,9 @@ func (sp clientSpec) apply(c *client) error {
 		return badSpec("a name is required")
 	case len(name) > 200 || len(desc) > 2000 || strings.ContainsAny(name, "\r\n\x00"):
 		return badSpec("the name is limited to 200 bytes on one line and the description to 2000 bytes")
+	}
+	if len(sp.ForwardOrigins) > 0 {
+		return sp.applyForward(c)
 	}
 	grants := []string{grantAuthorizationCode, grantRefreshToken}
 	if len(sp.GrantTypes) > 0 {

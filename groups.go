@@ -137,20 +137,27 @@ func (s *server) refuseOutsider(w http.ResponseWriter, r *http.Request, c client
 		// The redirect URI was matched against the registered ones, whose schemes are checked.
 		page.Back = template.URL(s.errorRedirect(req, errAccessDenied, "the user is not in any group allowed to use this application"))
 	}
-	admins, err := s.store.admins(ctx)
-	if err != nil {
+	if page.Admins, err = s.adminNames(ctx); err != nil {
 		s.serverErrorPage(w, r, err)
 		return true
 	}
-	for _, a := range admins {
-		if a.Name != "" {
-			page.Admins = append(page.Admins, a.Name+" ("+a.Username+")")
-		} else {
-			page.Admins = append(page.Admins, a.Username)
-		}
-	}
 	s.render(w, http.StatusForbidden, "groups_noaccess", page)
 	return true
+}
+
+// adminNames are the administrators a no-access page names as whom to ask: "Full Name
+// (username)", or the username alone.
+func (s *server) adminNames(ctx context.Context) ([]string, error) {
+	admins, err := s.store.admins(ctx)
+	var out []string
+	for _, a := range admins {
+		if a.Name != "" {
+			out = append(out, a.Name+" ("+a.Username+")")
+		} else {
+			out = append(out, a.Username)
+		}
+	}
+	return out, err
 }
 
 // scopeHas reports whether a space-separated scope contains sc, without allocating (it is

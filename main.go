@@ -95,6 +95,8 @@ const usage = `oauthd: a single-binary OAuth 2 authorization server.
                                (user and group commands take their flags before or after their arguments)
   oauthd client add -name NAME -redirect-uri URI [-redirect-uri URI ...] [-public] [-scope "a b"] [-description TEXT]
                     [-post-logout-redirect-uri URI ...] [-id-token-alg RS256|ES256] [-always-refresh] [-allow-group NAME ...] [-require-mfa]
+  oauthd client add -name NAME -forward-auth https://app.example.com [-forward-auth ORIGIN ...] [-allow-group NAME ...] [-require-mfa]
+                               a protected app behind the proxy's forward auth (no OAuth, no secret)
   oauthd user mfa NAME | mfa-reset NAME [-db PATH]  a user's second factors: list them, or remove them all
   oauthd client list | del ID | rotate-secret ID    (each takes -db PATH)
   oauthd resource add -uri URI -name NAME [-scope "a b"] [-jwt] [-token-ttl D]   register a resource server (an MCP server, an API)
@@ -571,13 +573,15 @@ type clientJSON struct {
 	Dynamic       bool     `json:"dynamic,omitempty"`
 	AllowGroups   []string `json:"allow_groups,omitempty"` // only their members may use it; none: every user
 	RequireMFA    bool     `json:"require_mfa,omitempty"`
+	ForwardAuth   []string `json:"forward_auth,omitempty"` // a protected app's origins (forwardauth.go)
 }
 
 func toClientJSON(c client) clientJSON {
 	return clientJSON{ClientID: c.ID, Name: c.Name, Description: c.Description,
 		RedirectURIs: c.RedirectURIs, Scope: strings.Join(c.Scopes, " "), Public: c.Public, CreatedAt: c.CreatedAt,
 		PostLogout: c.PostLogoutURIs, IDTokenAlg: c.IDTokenAlg, AlwaysRefresh: c.AlwaysRefresh, GrantTypes: c.GrantTypes,
-		LogoURI: c.LogoURI, ClientURI: c.ClientURI, Dynamic: c.Dynamic, AllowGroups: c.AllowGroups, RequireMFA: c.RequireMFA}
+		LogoURI: c.LogoURI, ClientURI: c.ClientURI, Dynamic: c.Dynamic, AllowGroups: c.AllowGroups, RequireMFA: c.RequireMFA,
+		ForwardAuth: c.ForwardOrigins}
 }
 
 // runClient is `oauthd client add|list|del|rotate-secret`.
@@ -587,7 +591,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	}
 	fs, db := subcommandFlags("client " + args[0])
 	var sp clientSpec
-	var uris, logoutURIs, grants stringList
+	var uris, logoutURIs, grants, origins stringList
 	var allow groupFlag
 	if args[0] == "add" {
 		fs.Var(&allow, "allow-group", "only members of this group may use the client (repeat for several; none: every user)")
@@ -603,6 +607,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer, get
 		fs.StringVar(&sp.LogoURI, "logo-uri", "", "https URL of a logo shown on the consent page")
 		fs.StringVar(&sp.ClientURI, "homepage", "", "https URL of the application's homepage")
 		sp.RequireMFA = fs.Bool("require-mfa", false, "signing in to this application needs a second factor or a user-verified passkey")
+		fs.Var(&origins, "forward-auth", "a protected app: the origin (https://app.example.com) of an app behind the proxy's forward auth, instead of -redirect-uri (repeat for several)")
 	}
 	if err := parseFlags(fs, args[1:], getenv, "db"); err != nil {
 		return err
@@ -618,7 +623,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	var c client
 	if args[0] == "add" {
 		var err error
-		sp.RedirectURIs, sp.PostLogoutURIs, sp.GrantTypes = uris, logoutURIs, grants
+		sp.RedirectURIs, sp.PostLogoutURIs, sp.GrantTypes, sp.ForwardOrigins = uris, logoutURIs, grants, origins
 		sp.Vetted = true // the operator made it
 		if c, err = sp.build(); err != nil {
 			return usageError("client add: %v", err)
@@ -636,8 +641,12 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer, get
 		if err := st.createClientInGroups(ctx, c, allow); err != nil {
 			return unknownGroups(err)
 		}
-		// The contract: exactly these keys, client_secret only for confidential clients.
+		// The contract: exactly these keys, client_secret only for confidential clients, and
+		// forward_auth (the origins) only for a protected app.
 		out := map[string]any{"client_id": c.ID, "name": c.Name, "redirect_uris": c.RedirectURIs, "public": c.Public}
+		if len(c.ForwardOrigins) > 0 {
+			out["forward_auth"], out["redirect_uris"] = c.ForwardOrigins, []string{}
+		}
 		if secret != "" {
 			out["client_secret"] = secret
 		}

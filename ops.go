@@ -39,7 +39,9 @@ func (s *server) watchHost(next http.Handler) http.Handler {
 	want := strings.TrimPrefix(strings.TrimPrefix(s.cfg.Issuer, "https://"), "http://")
 	want, _, _ = strings.Cut(want, "/") // an issuer with a path (prefix.go)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Host != "" && !strings.EqualFold(r.Host, want) && !s.hostWarned.Load() && s.hostWarned.CompareAndSwap(false, true) {
+		// A forward-auth check keeps the app's Host (Caddy's forward_auth does): not a sign of a wrong issuer.
+		if r.Host != "" && !strings.EqualFold(r.Host, want) && !s.hostWarned.Load() && r.URL.Path != s.path("/oauth/forward-auth") && r.URL.Path != s.path("/oauth/auth-request") &&
+			s.hostWarned.CompareAndSwap(false, true) {
 			s.log.Warn("a request arrived for another host than the issuer's: if clients reach oauthd under that name, set -issuer to it (they check iss and the discovery URLs); if a reverse proxy rewrites Host, ignore this",
 				"request_host", r.Host, "issuer", s.cfg.Issuer)
 		}

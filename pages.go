@@ -46,6 +46,8 @@ func parsePages(site, logoURL, prefix string) map[string]*template.Template {
 		"security", "security_totp", "security_codes", "security_confirm", "security_factor", "admin_resources"} {
 		pages[name] = template.Must(template.New("base.html").Funcs(funcs).ParseFS(templateFS, "templates/base.html", "templates/"+name+".html"))
 	}
+	// Shown under a protected app's origin too (forwardauth.go): its own layout, absolute URLs.
+	pages["forwardauth_page"] = template.Must(template.New("forwardauth_page.html").Funcs(funcs).ParseFS(templateFS, "templates/forwardauth_page.html"))
 	return pages
 }
 

@@ -299,6 +299,11 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("GET /account/security/recovery", s.handleConfirmPage)
 	mux.Handle("POST /account/security/recovery", s.form(s.handleConfirmed))
 	mux.Handle("POST /account/security/recovery/download", s.form(s.handleRecoveryDownload))
+	// Forward auth for apps behind the reverse proxy (forwardauth.go). The checks take any
+	// method: nginx's auth_request subrequest keeps the original one.
+	mux.HandleFunc("/oauth/forward-auth", s.handleForwardAuth)
+	mux.HandleFunc("/oauth/auth-request", s.handleAuthRequest)
+	mux.HandleFunc("GET /oauth/forward-auth/start", s.handleForwardAuthStart)
 	return s.headers(s.watchHost(s.logRefusals(http.MaxBytesHandler(s.underPrefix(s.pagesFor404(mux)), maxBody))))
 }
 

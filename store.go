@@ -402,6 +402,9 @@ CREATE TRIGGER resources_ins AFTER INSERT ON resources BEGIN UPDATE generation S
 CREATE TRIGGER resources_upd AFTER UPDATE ON resources BEGIN UPDATE generation SET n = n + 1; END;
 CREATE TRIGGER resources_del AFTER DELETE ON resources BEGIN UPDATE generation SET n = n + 1; END;
 `,
+	// 10: forward auth: protected apps' origins, their one-time codes and app sessions
+	// (store_forwardauth.go).
+	migrationForwardAuth,
 }
 
 // dsn builds the modernc DSN with every pragma in it, so that each pooled connection gets them.

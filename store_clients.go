@@ -39,16 +39,18 @@ type client struct {
 	AllowGroups      []string // groups whose members may use it, sorted; none: every user (groups.go)
 	RequireMFA       bool     // signing in to it needs a second factor (or a user-verified passkey)
 	ApplicationType  string   // web or native (OpenID Registration §2, dynamic registration)
+	ForwardOrigins   []string // a protected app (forward auth): the origins it answers for, sorted; none: an OAuth client
 }
 
 const clientCols = "id, secret_hash, name, description, redirect_uris, scopes, public, created_at, id_token_alg, post_logout_redirect_uris, always_refresh, " +
-	"coalesce(owner_id, 0), logo_uri, client_uri, dynamic, grant_types, registration_hash, reg_scopes, reg_grants, vetted, require_mfa, application_type, " + clientGroupsCol
+	"coalesce(owner_id, 0), logo_uri, client_uri, dynamic, grant_types, registration_hash, reg_scopes, reg_grants, vetted, require_mfa, application_type, " + clientGroupsCol +
+	", " + forwardOriginsCol
 
 func scanClient(row interface{ Scan(...any) error }) (client, error) {
 	var c client
-	var uris, scopes, logout, grants, regScopes, regGrants, allow string
+	var uris, scopes, logout, grants, regScopes, regGrants, allow, origins string
 	err := row.Scan(&c.ID, &c.SecretHash, &c.Name, &c.Description, &uris, &scopes, &c.Public, &c.CreatedAt, &c.IDTokenAlg, &logout, &c.AlwaysRefresh,
-		&c.OwnerID, &c.LogoURI, &c.ClientURI, &c.Dynamic, &grants, &c.RegistrationHash, &regScopes, &regGrants, &c.Vetted, &c.RequireMFA, &c.ApplicationType, &allow)
+		&c.OwnerID, &c.LogoURI, &c.ClientURI, &c.Dynamic, &grants, &c.RegistrationHash, &regScopes, &regGrants, &c.Vetted, &c.RequireMFA, &c.ApplicationType, &allow, &origins)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, errNotFound
 	}
@@ -65,6 +67,7 @@ func scanClient(row interface{ Scan(...any) error }) (client, error) {
 	c.GrantTypes = strings.Fields(grants)
 	c.RegScopes, c.RegGrants = strings.Fields(regScopes), strings.Fields(regGrants)
 	c.AllowGroups = sortedGroups(strings.Fields(allow))
+	c.ForwardOrigins = forwardOriginsList(origins)
 	return c, nil
 }
 
@@ -81,7 +84,7 @@ func clientArgs(c client) []any {
 	if c.IDTokenAlg == "" {
 		c.IDTokenAlg = "RS256"
 	}
-	if len(c.GrantTypes) == 0 {
+	if len(c.GrantTypes) == 0 && len(c.ForwardOrigins) == 0 { // a protected app has no grant
 		c.GrantTypes = []string{grantAuthorizationCode, grantRefreshToken}
 	}
 	var owner any
@@ -117,7 +120,10 @@ func (st *store) updateClient(ctx context.Context, c client) error {
 // updateClientTx is updateClient's statement inside tx.
 func (st *store) updateClientTx(ctx context.Context, tx *sql.Tx, c client) error {
 	set := strings.ReplaceAll(clientWriteCols, ",", " = ?,") + " = ?"
-	return affected(st.txExec(ctx, tx, "UPDATE clients SET "+set+" WHERE id = ?", append(clientArgs(c), c.ID)...))
+	if err := affected(st.txExec(ctx, tx, "UPDATE clients SET "+set+" WHERE id = ?", append(clientArgs(c), c.ID)...)); err != nil || len(c.ForwardOrigins) == 0 {
+		return err
+	}
+	return st.setForwardOriginsTx(ctx, tx, c)
 }
 
 func (st *store) clientByID(ctx context.Context, id string) (client, error) {

@@ -300,7 +300,8 @@ func (st *store) revokeConnection(ctx context.Context, userID int64, clientID st
 			return err
 		}
 		for _, q := range []string{"DELETE FROM grants WHERE user_id = ? AND client_id = ?", "DELETE FROM codes WHERE user_id = ? AND client_id = ?",
-			"DELETE FROM device_codes WHERE user_id = ? AND client_id = ?"} {
+			"DELETE FROM device_codes WHERE user_id = ? AND client_id = ?",
+			"DELETE FROM app_sessions WHERE user_id = ? AND client_id = ?", "DELETE FROM forward_codes WHERE user_id = ? AND client_id = ?"} {
 			if _, err := st.txExec(ctx, tx, q, userID, clientID); err != nil {
 				return err
 			}

@@ -370,6 +370,11 @@ func (st *store) createClientInGroups(ctx context.Context, c client, groups []st
 			append([]any{c.ID, c.CreatedAt}, clientArgs(c)...)...); err != nil {
 			return err
 		}
+		if len(c.ForwardOrigins) > 0 {
+			if err := st.setForwardOriginsTx(ctx, tx, c); err != nil {
+				return err
+			}
+		}
 		if len(groups) == 0 {
 			return nil
 		}

@@ -436,6 +436,8 @@ func (st *store) purge(ctx context.Context, now time.Time, grace time.Duration) 
 			{"DELETE FROM registration_tokens WHERE expires_at <= ? OR uses_left <= 0", []any{n}},
 			{"DELETE FROM mfa_pending WHERE expires_at <= ?", []any{n}},
 			{"DELETE FROM webauthn_used WHERE expires_at <= ?", []any{n}},
+			{"DELETE FROM forward_codes WHERE expires_at <= ?", []any{n}},
+			{"DELETE FROM app_sessions WHERE expires_at <= ?", []any{n}},
 			{"UPDATE tokens SET successor_blob = NULL WHERE successor_blob IS NOT NULL AND coalesce(rotated_ms, rotated_at * 1000) <= ?", []any{now.UnixMilli() - grace.Milliseconds()}},
 			{"DELETE FROM grants WHERE NOT EXISTS (SELECT 1 FROM tokens WHERE grant_id = grants.id) AND NOT EXISTS (SELECT 1 FROM codes WHERE grant_id = grants.id)", nil},
 		} {
