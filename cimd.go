@@ -305,6 +305,11 @@ type metadataDocument struct {
 // fetch gets and validates the document at id and returns its client and how long it may
 // be cached.
 func (m *cimd) fetch(ctx context.Context, id string) (client, time.Duration, error) {
+	// The bound on the whole fetch is also a context, checked after the body is read: a body
+	// cut short by the deadline can end in a clean EOF (the peer's handler ends when the
+	// connection goes), and must not pass for a short document.
+	ctx, cancel := context.WithTimeout(ctx, m.client.Timeout)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, id, nil)
 	if err != nil {
 		return client{}, 0, docError(http.StatusBadRequest, id, "the URL cannot be fetched")
@@ -333,9 +338,9 @@ func (m *cimd) fetch(ctx context.Context, id string) (client, time.Duration, err
 		return client{}, 0, docError(http.StatusBadGateway, id, "it is not JSON (Content-Type %q)", resp.Header.Get("Content-Type"))
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, metadataMaxBytes+1))
-	if err != nil {
+	if err != nil || ctx.Err() != nil {
 		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
+		if errors.As(err, &ne) && ne.Timeout() || ctx.Err() != nil {
 			return client{}, 0, docError(http.StatusBadGateway, id, "its server did not send the whole document within %v", m.client.Timeout)
 		}
 		return client{}, 0, docError(http.StatusBadGateway, id, "reading it failed")
