@@ -655,7 +655,7 @@ func TestForwardAuthPages(t *testing.T) {
 	}
 	list := ab.get(p.Header.Get("Location"))
 	if !strings.Contains(list.Body, "Prometheus is protected at https://metrics.example.com, https://metrics.example.com:9090") ||
-		!strings.Contains(list.Body, "protected: https://metrics.example.com, https://metrics.example.com:9090") || strings.Contains(list.Body, "/oauth/client/"+c.ID+"/rotate") {
+		!strings.Contains(list.Body, `protected (forward auth)<br><small class="muted">https://metrics.example.com</small><br><small class="muted">https://metrics.example.com:9090</small>`) || strings.Contains(list.Body, "/oauth/client/"+c.ID+"/rotate") {
 		t.Errorf("the app list: %s", list.Body)
 	}
 	// No OAuth use: the authorization endpoint has no redirect URI for it, the token endpoint no grant.
