@@ -16,6 +16,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	pathpkg "path"
 	"strings"
 )
 
@@ -92,6 +93,18 @@ func (s *server) underPrefix(next http.Handler) http.Handler {
 			http.NotFound(w, r)
 			return
 		}
+		// The mux would redirect a path that is not clean to its clean form, below the
+		// prefix; do it here, under it.
+		if c := cleanPath(inner); c != inner {
+			status := http.StatusMovedPermanently
+			if r.Method != http.MethodGet && r.Method != http.MethodHead {
+				status = http.StatusPermanentRedirect
+			}
+			u := *r.URL
+			u.Path, u.RawPath = p+c, ""
+			http.Redirect(w, r, u.RequestURI(), status)
+			return
+		}
 		r2 := new(http.Request)
 		*r2 = *r
 		r2.URL = new(url.URL)
@@ -102,4 +115,14 @@ func (s *server) underPrefix(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r2)
 	})
+}
+
+// cleanPath is p without empty, . and .. segments, keeping a trailing slash (as ServeMux
+// cleans paths).
+func cleanPath(p string) string {
+	c := pathpkg.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c
 }

@@ -66,6 +66,10 @@ func TestIssuerPathEveryPage(t *testing.T) {
 			}
 		}
 	}
+	// A path the mux cleans is redirected under the issuer's path too.
+	if p := b.get("/auth//account"); p.StatusCode != http.StatusMovedPermanently || p.Header.Get("Location") != "/auth/account" {
+		t.Errorf("GET /auth//account = %d %q; want 301 to /auth/account", p.StatusCode, p.Header.Get("Location"))
+	}
 	for _, must := range []string{"/auth/account", "/auth/account/security", "/auth/admin/users", "/auth/admin/groups", "/auth/admin/resources",
 		"/auth/admin/activity", "/auth/oauth/client/list", "/auth/oauth/client/connections", "/auth/admin/groups/family", "/auth/admin/users/alice"} {
 		if !seen[must] {

@@ -131,6 +131,7 @@ func (s *server) pagesFor404(mux *http.ServeMux) http.Handler {
 			for k, v := range probe.header {
 				w.Header()[k] = v
 			}
+
 			w.WriteHeader(probe.status)
 			w.Write(probe.body.Bytes())
 		}
