@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
+	"encoding/asn1"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +17,7 @@ import (
 	"math/big"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -258,4 +263,57 @@ func mustKey(t *testing.T) *ecdsa.PrivateKey {
 		t.Fatal(err)
 	}
 	return k.(*ecdsa.PrivateKey)
+}
+
+// TestDERSignature: derSignature gives the R || S that encoding/asn1 reads from the same DER
+// for many signatures (short R and S among them), which then verify; malformed DER is an
+// error.
+func TestDERSignature(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short := 0
+	for i := range 2000 {
+		h := sha256.Sum256([]byte(strconv.Itoa(i)))
+		der, err := key.Sign(nil, h[:], crypto.SHA256)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want struct{ R, S *big.Int }
+		if _, err := asn1.Unmarshal(der, &want); err != nil {
+			t.Fatal(err)
+		}
+		var sig [64]byte
+		if err := derSignature(der, &sig); err != nil {
+			t.Fatalf("derSignature(%x) = %v", der, err)
+		}
+		r, s := new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])
+		if r.Cmp(want.R) != 0 || s.Cmp(want.S) != 0 || !ecdsa.Verify(&key.PublicKey, h[:], r, s) {
+			t.Fatalf("derSignature(%x) = %x", der, sig)
+		}
+		if want.R.BitLen() <= 248 || want.S.BitLen() <= 248 {
+			short++
+		}
+	}
+	if short == 0 {
+		t.Log("no short R or S among the signatures")
+	}
+	for _, bad := range []string{"", "30", "3007020101020101", "300602010102010100", "310602010102010101",
+		"3006030101020101", "30060201010201", "302502210101" + strings.Repeat("00", 32) + "020101", "3081060201010201"} {
+		b, _ := hex.DecodeString(bad)
+		var sig [64]byte
+		if err := derSignature(b, &sig); err == nil {
+			t.Errorf("derSignature(%s) accepted it", bad)
+		}
+	}
+}
+
+// FuzzDERSignature: any bytes give a signature or an error, never a panic.
+func FuzzDERSignature(f *testing.F) {
+	f.Add([]byte{0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01})
+	f.Fuzz(func(t *testing.T, der []byte) {
+		var sig [64]byte
+		_ = derSignature(der, &sig)
+	})
 }
