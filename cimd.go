@@ -31,6 +31,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 )
 
 // Fetch limits of metadata documents.
@@ -411,8 +412,9 @@ func (d metadataDocument) client(id string) (client, error) {
 	if name == "" {
 		name = "An app from " + metadataHost(id)
 	}
-	if len(name) > 200 {
-		name = name[:200]
+	for len(name) > 200 { // at a character's boundary
+		_, size := utf8.DecodeLastRuneInString(name)
+		name = name[:len(name)-size]
 	}
 	c := client{ID: id}
 	sp := clientSpec{Name: strings.Map(func(r rune) rune {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // Fuzz targets. `go test` runs their seed corpora (the f.Add calls and testdata/fuzz/<name>);
@@ -288,6 +289,75 @@ func FuzzIntrospectionJSON(f *testing.F) {
 		}
 		if got := v.appendJSON(nil); string(got) != string(want) {
 			t.Fatalf("appendJSON = %s\nencoding/json = %s", got, want)
+		}
+	})
+}
+
+// FuzzMetadataDocument: any JSON body fetched as a client ID metadata document either makes a
+// public, dynamic client whose redirect URIs are valid ones and whose name is valid UTF-8 of
+// at most 200 bytes (when the document's was valid UTF-8), or is refused with an error —
+// never a panic.
+func FuzzMetadataDocument(f *testing.F) {
+	const id = "https://app.example/client.json"
+	f.Add(`{"client_id":"` + id + `","client_name":"Claude","redirect_uris":["http://127.0.0.1:3000/cb"]}`)
+	f.Add(`{"client_id":"` + id + `","redirect_uris":["https://app.example/cb"],"grant_types":["authorization_code","refresh_token"],"token_endpoint_auth_method":"none"}`)
+	f.Add(`{"client_id":"` + id + `","client_name":"` + strings.Repeat("é", 150) + `","redirect_uris":["com.example.app:/cb"]}`)
+	f.Add(`{"client_id":"https://other.example/c.json","redirect_uris":["https://a.example/cb"]}`)
+	f.Add(`{"client_id":"` + id + `","redirect_uris":["https://a.example/cb#frag"],"client_secret":"x"}`)
+	f.Fuzz(func(t *testing.T, body string) {
+		var d metadataDocument
+		if json.Unmarshal([]byte(body), &d) != nil {
+			return
+		}
+		c, err := d.client(id)
+		if err != nil {
+			return
+		}
+		if !c.Public || !c.Dynamic || c.ID != id || len(c.RedirectURIs) == 0 || len(c.Name) > 200 {
+			t.Fatalf("client from %s = %+v", body, c)
+		}
+		if utf8.ValidString(d.ClientName) && !utf8.ValidString(c.Name) {
+			t.Fatalf("name %q from %q", c.Name, d.ClientName)
+		}
+		for _, u := range c.RedirectURIs {
+			if err := validateRedirectURI(u, true); err != nil {
+				t.Fatalf("redirect URI %q accepted from %s: %v", u, body, err)
+			}
+		}
+	})
+}
+
+// FuzzForwarded: any X-Forwarded-* values are either a request description whose origin is
+// a normalized http(s) origin and whose URI starts with /, or a readable refusal — never a
+// panic.
+func FuzzForwarded(f *testing.F) {
+	f.Add("https", "app.example.com", "/calendar?x=1", "GET")
+	f.Add("HTTP", "App.Example.com:8080", "/.oauthd/callback?code=a&state=b", "POST")
+	f.Add("https", "app.example.com, evil.example", "/", "")
+	f.Add("ftp", "[::1]:443", "//x", "G ET")
+	f.Add("https", "app.example.com:443", "/\x7f", "GET")
+	f.Fuzz(func(t *testing.T, proto, host, uri, method string) {
+		h := http.Header{}
+		for k, v := range map[string]string{"X-Forwarded-Proto": proto, "X-Forwarded-Host": host, "X-Forwarded-Uri": uri, "X-Forwarded-Method": method} {
+			if v != "" {
+				h[k] = []string{v}
+			}
+		}
+		fw, msg := parseForwarded(h)
+		if msg != "" {
+			if !strings.HasSuffix(msg, ".") {
+				t.Fatalf("refusal %q is not a sentence", msg)
+			}
+			return
+		}
+		if !strings.HasPrefix(fw.Origin, "http://") && !strings.HasPrefix(fw.Origin, "https://") || !strings.HasPrefix(fw.URI, "/") {
+			t.Fatalf("parseForwarded(%q, %q, %q) = %+v", proto, host, uri, fw)
+		}
+		if n, err := normalizeOrigin(fw.Origin); err == nil && n != fw.Origin {
+			t.Fatalf("origin %q is not normalized (%q)", fw.Origin, n)
+		}
+		if fw.Secure != strings.HasPrefix(fw.Origin, "https://") {
+			t.Fatalf("Secure %v for %q", fw.Secure, fw.Origin)
 		}
 	})
 }
