@@ -236,6 +236,26 @@ func newGuards(proxies []netip.Prefix) guards {
 	}
 }
 
+// try counts a sign-in attempt — a password or a second factor — for ukey (the account, or
+// its device cookie) from the address key fromKey before it is checked, in both backoffs;
+// while either must wait it returns that wait and counts nothing. An attempt that is not
+// checked after all, or that succeeds, is taken back with undo.
+func (g guards) try(ukey, fromKey string, now time.Time) time.Duration {
+	d := g.addrs.try(fromKey, now)
+	if d == 0 {
+		if d = g.users.try(ukey, now); d > 0 {
+			g.addrs.undo(fromKey)
+		}
+	}
+	return d
+}
+
+// undo takes back an attempt that try counted.
+func (g guards) undo(ukey, fromKey string) {
+	g.users.undo(ukey)
+	g.addrs.undo(fromKey)
+}
+
 // hashing runs fn, a password hash, in one of the hashing slots; false (after answering
 // 429) when none frees up in time. Each PBKDF2 costs ~0.15 s of a core: a flood of sign-ins
 // must not take every core.

@@ -334,9 +334,11 @@ func (s *server) handleFactor(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, http.StatusForbidden, "Sign-in refused", "This account cannot sign in.")
 		return
 	}
-	account, from := strings.ToLower(u.Username), s.sourceAddr(r)
+	// Counted before the check in the account's and the address's backoff, like a password
+	// (concurrent attempts on many pending steps cannot all pass a wait check first).
+	account, from, fromKey := strings.ToLower(u.Username), s.sourceAddr(r), s.sourceKey(r)
 	method := r.PostForm.Get("method")
-	if d := max(s.guard.users.wait(account, now), s.guard.addrs.wait(from, now)); d > 0 {
+	if d := s.guard.try(account, fromKey, now); d > 0 {
 		w.Header().Set("Retry-After", retryAfter(d))
 		s.renderFactor(w, r, p, http.StatusTooManyRequests, method, "Too many failed sign-ins for this account or from your network. Try again in "+waitText(d)+".")
 		return
@@ -351,6 +353,7 @@ func (s *server) handleFactor(w http.ResponseWriter, r *http.Request) {
 	}
 	f, err := s.store.userFactors(r.Context(), u.ID)
 	if err != nil {
+		s.guard.undo(account, fromKey)
 		s.serverErrorPage(w, r, err)
 		return
 	}
@@ -368,6 +371,7 @@ func (s *server) handleFactor(w http.ResponseWriter, r *http.Request) {
 				failure = nil
 				s.log.Warn("recovery code used", "user", u.Username, "left", f.RecoveryLeft-1)
 			} else if !errors.Is(err, errNotFound) {
+				s.guard.undo(account, fromKey)
 				s.serverErrorPage(w, r, err)
 				return
 			}
@@ -381,21 +385,22 @@ func (s *server) handleFactor(w http.ResponseWriter, r *http.Request) {
 			failure = usedPasskey(s.store.usePasskey(r.Context(), pk, as.SignCount, as.Challenge, challengeExpiry(as.Challenge), now.Unix(), fin))
 		}
 	default:
+		s.guard.undo(account, fromKey) // nothing was checked
 		s.renderFactor(w, r, p, http.StatusBadRequest, "", "Choose a way to confirm that it is you.")
 		return
 	}
 	var se storeErr
 	if errors.As(failure, &se) {
+		s.guard.undo(account, fromKey)
 		s.serverErrorPage(w, r, se.err)
 		return
 	}
-	if failure != nil {
-		s.guard.users.fail(account, now)
-		s.guard.addrs.fail(from, now)
+	if failure != nil { // already counted by try
 		s.log.Info("second factor failed", "user", u.Username, "method", method, "reason", failure.Error(), "from", from)
 		s.renderFactor(w, r, p, http.StatusUnauthorized, method, sentence(failure))
 		return
 	}
+	s.guard.addrs.undo(fromKey)
 	s.guard.users.reset(account)
 	s.setCookie(w, "oauthd_session", tok, int(s.cfg.SessionTTL/time.Second))
 	s.setCookie(w, "oauthd_mfa", "", -1)

@@ -394,13 +394,7 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	if dev := s.deviceCookie(r, account); dev != "" {
 		ukey = "device:" + dev
 	}
-	d := s.guard.addrs.try(fromKey, now)
-	if d == 0 {
-		if d = s.guard.users.try(ukey, now); d > 0 {
-			s.guard.addrs.undo(fromKey)
-		}
-	}
-	if d > 0 {
+	if d := s.guard.try(ukey, fromKey, now); d > 0 {
 		w.Header().Set("Retry-After", retryAfter(d))
 		page.Error = "Too many failed sign-ins for this account or from your network. Try again in " + waitText(d) + "."
 		s.render(w, http.StatusTooManyRequests, "login", page)
@@ -408,8 +402,7 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	u, err := s.store.userByName(r.Context(), name)
 	if err != nil && !errors.Is(err, errNotFound) {
-		s.guard.users.undo(ukey)
-		s.guard.addrs.undo(fromKey)
+		s.guard.undo(ukey, fromKey)
 		s.serverErrorPage(w, r, err)
 		return
 	}
@@ -419,8 +412,7 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	var good bool
 	if !s.hashing(w, func() { good = checkPassword(password, hash) }) {
-		s.guard.users.undo(ukey) // not checked: not an attempt
-		s.guard.addrs.undo(fromKey)
+		s.guard.undo(ukey, fromKey) // not checked: not an attempt
 		return
 	}
 	if good && err == nil && u.Disabled {
@@ -443,8 +435,7 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	// The password was right: this attempt is taken back, earlier failures stay until the
 	// second factor succeeds too.
-	s.guard.users.undo(ukey)
-	s.guard.addrs.undo(fromKey)
+	s.guard.undo(ukey, fromKey)
 	if s.secondStep(w, r, u, next) {
 		return // a second factor (or enrolling one) comes first; the account's failures stay counted until then (mfa.go)
 	}

@@ -496,16 +496,18 @@ func (s *server) confirmed(w http.ResponseWriter, r *http.Request, a actor, p *r
 	}
 	now, account := s.now(), strings.ToLower(a.User.Username)
 	if pw := r.PostForm.Get("password"); pw != "" {
-		if d := s.guard.users.wait(account, now); d > 0 {
+		// Counted before the hash (backoff.try), so that concurrent guesses from a stolen
+		// session cannot all pass a wait check first.
+		if d := s.guard.users.try(account, now); d > 0 {
 			w.Header().Set("Retry-After", retryAfter(d))
 			return fail(http.StatusTooManyRequests, "Too many failed attempts for this account. Try again in "+waitText(d)+".")
 		}
 		var good bool
 		if !s.hashing(w, func() { good = checkPassword(pw, a.User.PasswordHash) }) {
+			s.guard.users.undo(account) // not checked: not an attempt
 			return false
 		}
 		if !good {
-			s.guard.users.fail(account, now)
 			s.log.Info("confirmation failed", "user", a.User.Username, "method", "pwd", "from", s.sourceAddr(r))
 			return fail(http.StatusUnauthorized, "That password is not right.")
 		}

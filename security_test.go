@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -383,6 +384,58 @@ func TestAuditFindings(t *testing.T) {
 		})
 		if got[http.StatusBadRequest] > 5 || got[http.StatusBadRequest]+got[http.StatusTooManyRequests] != 50 {
 			t.Fatalf("50 concurrent wrong user codes: %v; want at most 5 checked (400)", got)
+		}
+	})
+
+	t.Run("2 second factors and password confirmations cannot be raced", func(t *testing.T) {
+		ts := newTestServer(t)
+		ts.addUser("alice", "correct horse battery")
+		ts.s.guard.hashWait = time.Minute
+		owner := ts.browser("alice", "correct horse battery")
+		owner.login()
+		owner.enrolTOTP()
+		ts.clock.Advance(time.Minute)
+		// Someone with the password opens ten second-factor steps (five attempts each), then
+		// guesses codes on all of them at once: the account's backoff still lets five through.
+		steps := make([]*browser, 10)
+		for i := range steps {
+			steps[i] = ts.browser("alice", "correct horse battery")
+			if p := steps[i].login(); p.Header.Get("Location") != "/login/factor" {
+				t.Fatalf("login %d = %d %q", i, p.StatusCode, p.Header.Get("Location"))
+			}
+		}
+		got := burst(50, func(i int) int { return steps[i%10].factorPost("totp", fmt.Sprintf("%06d", i)).StatusCode })
+		if got[http.StatusUnauthorized] > 5 || got[http.StatusUnauthorized]+got[http.StatusTooManyRequests] != 50 {
+			t.Fatalf("50 concurrent codes on 10 steps: %v; want at most 5 checked (401), the rest 429", got)
+		}
+		// A stolen session guessing the password on a confirmation page, 30 at once. Every
+		// hashing slot is taken until 25 answers came back: a limit that counted only after the
+		// hash would let all 30 wait for a slot (and end in "Busy", not the account's backoff).
+		ts.clock.Advance(time.Hour) // the backoff above is forgotten
+		ts.s.guard.hashWait = 10 * time.Second
+		for range cap(ts.s.guard.hashing) {
+			ts.s.guard.hashing <- struct{}{}
+		}
+		var answered, backedOff atomic.Int32
+		go func() {
+			for answered.Load() < 25 {
+				time.Sleep(time.Millisecond)
+			}
+			for range cap(ts.s.guard.hashing) {
+				<-ts.s.guard.hashing
+			}
+		}()
+		cp := owner.get("/account/security/recovery")
+		got = burst(30, func(i int) int {
+			p := owner.post("/account/security/recovery", url.Values{"csrf_token": {hidden(cp.Body, "csrf_token")}, "password": {"guess " + strconv.Itoa(i)}})
+			if strings.Contains(p.Body, "Too many failed attempts") {
+				backedOff.Add(1)
+			}
+			answered.Add(1)
+			return p.StatusCode
+		})
+		if got[http.StatusUnauthorized] > 5 || got[http.StatusUnauthorized]+got[http.StatusTooManyRequests] != 30 || backedOff.Load() < 25 {
+			t.Fatalf("30 concurrent confirmation passwords: %v (%d in the backoff); want at most 5 checked (401), the rest the account's 429", got, backedOff.Load())
 		}
 	})
 
