@@ -526,20 +526,5 @@ func BenchmarkIntrospectLargeDB(b *testing.B) {
 // returns how many answers came back.
 func introspectFor(b *testing.B, ts *testServer, c testClient, tok string, d time.Duration) int64 {
 	form := url.Values{"token": {tok}, "token_type_hint": {"access_token"}}.Encode()
-	p := newPoster(ts.url+"/oauth/introspect", c)
-	var n atomic.Int64
-	var wg sync.WaitGroup
-	stop := time.Now().Add(d)
-	for range benchParallelism * runtime.GOMAXPROCS(0) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for time.Now().Before(stop) {
-				mustDo(b, p.req(form), 200)
-				n.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	return n.Load()
+	return postFor(b, newPoster(ts.url+"/oauth/introspect", c), form, d)
 }

@@ -609,7 +609,8 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer, get
 		sp.RequireMFA = fs.Bool("require-mfa", false, "signing in to this application needs a second factor or a user-verified passkey")
 		fs.Var(&origins, "forward-auth", "a protected app: the origin (https://app.example.com) of an app behind the proxy's forward auth, instead of -redirect-uri (repeat for several)")
 	}
-	if err := parseFlags(fs, args[1:], getenv, "db"); err != nil {
+	pos, err := parseArgs(fs, args[1:], getenv, "db") // flags before or after the id: `client del ID -db PATH`
+	if err != nil {
 		return err
 	}
 	nargs := map[string]int{"add": 0, "list": 0, "del": 1, "rotate-secret": 1}
@@ -617,8 +618,8 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	if !ok {
 		return usageError("client: unknown command %q (want add, list, del or rotate-secret)", args[0])
 	}
-	if fs.NArg() != want {
-		return usageError("client %s takes %d argument(s) after its flags, got %d", args[0], want, fs.NArg())
+	if len(pos) != want {
+		return usageError("client %s takes %d argument(s), got %d", args[0], want, len(pos))
 	}
 	var c client
 	if args[0] == "add" {
@@ -634,7 +635,10 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer, get
 		return err
 	}
 	defer st.Close()
-	id := fs.Arg(0)
+	var id string
+	if len(pos) > 0 {
+		id = pos[0]
+	}
 	switch args[0] {
 	case "add":
 		secret := c.issueSecret()

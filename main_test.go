@@ -293,6 +293,8 @@ func TestClientCLI(t *testing.T) {
 		{[]string{"client", "del", "nope"}, 1, "no client"},
 		{[]string{"client", "rotate-secret", "nope"}, 1, "no client"},
 		{[]string{"client", "rotate-secret", str(p["client_id"])}, 1, "public"},
+		{[]string{"client", "del"}, 2, "takes 1 argument"},
+		{[]string{"client", "del", "a", "b"}, 2, "takes 1 argument"},
 	} {
 		if code, _, errs := cli(t, env, "", tt.args...); code != tt.code || !strings.Contains(errs, tt.want) {
 			t.Errorf("oauthd %q = %d %q; want %d and %q", tt.args, code, errs, tt.code, tt.want)
@@ -302,7 +304,7 @@ func TestClientCLI(t *testing.T) {
 	if strings.Count(out, "\n") != 2 || strings.Contains(out, secret) || strings.Contains(out, "secret") || !strings.Contains(out, `"scope":"read write"`) {
 		t.Fatalf("client list = %q", out)
 	}
-	code, out, _ = cli(t, env, "", "client", "rotate-secret", id)
+	code, out, _ = cli(t, nil, "", "client", "rotate-secret", id, "-db", env["OAUTHD_DB"]) // -db after the id, as the usage line has it
 	var rot map[string]string
 	if code != 0 || json.Unmarshal([]byte(out), &rot) != nil || rot["client_id"] != id || len(rot["client_secret"]) != 43 || rot["client_secret"] == secret {
 		t.Fatalf("rotate-secret = %d %q", code, out)

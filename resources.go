@@ -344,7 +344,8 @@ func runResource(ctx context.Context, args []string, stdout, stderr io.Writer, g
 		fs.BoolVar(&sp.JWT, "jwt", false, "issue RFC 9068 JWT access tokens for this resource (ES256, keys in the JWKS)")
 		fs.DurationVar(&sp.TokenTTL, "token-ttl", 0, "access token lifetime for this resource (default 10m with -jwt, else the server's -token-ttl)")
 	}
-	if err := parseFlags(fs, args[1:], getenv, "db"); err != nil {
+	pos, err := parseArgs(fs, args[1:], getenv, "db") // flags before or after the URI, as `resource del URI -db PATH`
+	if err != nil {
 		return err
 	}
 	nargs := map[string]int{"add": 0, "list": 0, "del": 1}
@@ -352,8 +353,8 @@ func runResource(ctx context.Context, args []string, stdout, stderr io.Writer, g
 	if !ok {
 		return usageError("resource: unknown command %q (want add, list or del)", args[0])
 	}
-	if fs.NArg() != want {
-		return usageError("resource %s takes %d argument(s) after its flags, got %d", args[0], want, fs.NArg())
+	if len(pos) != want {
+		return usageError("resource %s takes %d argument(s), got %d", args[0], want, len(pos))
 	}
 	if args[0] == "add" {
 		if _, err := sp.build(time.Now()); err != nil {
@@ -386,9 +387,9 @@ func runResource(ctx context.Context, args []string, stdout, stderr io.Writer, g
 		}
 		return nil
 	default: // del
-		uri, err := canonicalResource(fs.Arg(0))
+		uri, err := canonicalResource(pos[0])
 		if err != nil {
-			return usageError("resource del: the URI %q %v", fs.Arg(0), err)
+			return usageError("resource del: the URI %q %v", pos[0], err)
 		}
 		if err := st.deleteResource(ctx, uri); errors.Is(err, errNotFound) {
 			return fmt.Errorf("no resource %s", uri)

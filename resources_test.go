@@ -116,8 +116,12 @@ func TestResourceCommand(t *testing.T) {
 	if err != nil || c.Public || len(c.GrantTypes) != 0 || len(c.RedirectURIs) != 0 {
 		t.Fatalf("the resource's credential = %+v, %v; want a confidential client without grants", c, err)
 	}
-	if code, _, errs = cli(t, env, "", "resource", "del", "https://mcp.example.com/"); code != 0 || !strings.Contains(errs, "deleted") {
-		t.Fatalf("resource del = %d %q", code, errs)
+	// -db after the URI, as the usage line writes it.
+	if code, _, errs = cli(t, nil, "", "resource", "del", "https://mcp.example.com/", "-db", env["OAUTHD_DB"]); code != 0 || !strings.Contains(errs, "deleted") {
+		t.Fatalf("resource del URI -db PATH = %d %q", code, errs)
+	}
+	if code, _, errs = cli(t, env, "", "resource", "del"); code != 2 || !strings.Contains(errs, "takes 1 argument") {
+		t.Errorf("resource del without a URI = %d %q", code, errs)
 	}
 	if code, _, errs = cli(t, env, "", "resource", "del", "https://mcp.example.com"); code != 1 || !strings.Contains(errs, "no resource") {
 		t.Errorf("resource del again = %d %q", code, errs)

@@ -254,24 +254,10 @@ func (st *store) addMembers(ctx context.Context, groupName string, usernames []s
 	defer st.cache.flush()
 	var added []string
 	err := st.tx(ctx, func(tx *sql.Tx) error {
-		added = nil
-		gids, err := st.idsByName(ctx, tx, "group", []string{groupName})
-		if err != nil {
-			return err
-		}
-		if _, err := st.idsByName(ctx, tx, "user", usernames); err != nil {
-			return err
-		}
-		for _, n := range usernames {
-			r, err := st.txExec(ctx, tx, "INSERT OR IGNORE INTO group_members(group_id, user_id) SELECT ?, id FROM users WHERE username = ?", gids[0], n)
-			if err != nil {
-				return err
-			}
-			if k, _ := r.RowsAffected(); k > 0 {
-				added = append(added, n)
-			}
-		}
-		return nil
+		var err error
+		added, err = st.changeMembers(ctx, tx, groupName, usernames,
+			"INSERT OR IGNORE INTO group_members(group_id, user_id) SELECT ?, id FROM users WHERE username = ?")
+		return err
 	})
 	return added, err
 }
@@ -283,27 +269,39 @@ func (st *store) removeMembers(ctx context.Context, groupName string, usernames 
 	var removed []string
 	var revoked int64
 	err := st.tx(ctx, func(tx *sql.Tx) error {
-		removed = nil
-		gids, err := st.idsByName(ctx, tx, "group", []string{groupName})
-		if err != nil {
+		var err error
+		if removed, err = st.changeMembers(ctx, tx, groupName, usernames,
+			"DELETE FROM group_members WHERE group_id = ? AND user_id = (SELECT id FROM users WHERE username = ?)"); err != nil {
 			return err
-		}
-		if _, err := st.idsByName(ctx, tx, "user", usernames); err != nil {
-			return err
-		}
-		for _, n := range usernames {
-			r, err := st.txExec(ctx, tx, "DELETE FROM group_members WHERE group_id = ? AND user_id = (SELECT id FROM users WHERE username = ?)", gids[0], n)
-			if err != nil {
-				return err
-			}
-			if k, _ := r.RowsAffected(); k > 0 {
-				removed = append(removed, n)
-			}
 		}
 		revoked, err = st.revokeDisallowed(ctx, tx)
 		return err
 	})
 	return removed, revoked, err
+}
+
+// changeMembers runs stmt (its arguments: the group's id, a username) for each user, inside
+// tx, after checking that the group and every user exist; it returns the users the statement
+// changed.
+func (st *store) changeMembers(ctx context.Context, tx *sql.Tx, groupName string, usernames []string, stmt string) ([]string, error) {
+	gids, err := st.idsByName(ctx, tx, "group", []string{groupName})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := st.idsByName(ctx, tx, "user", usernames); err != nil {
+		return nil, err
+	}
+	var changed []string
+	for _, n := range usernames {
+		r, err := st.txExec(ctx, tx, stmt, gids[0], n)
+		if err != nil {
+			return nil, err
+		}
+		if k, _ := r.RowsAffected(); k > 0 {
+			changed = append(changed, n)
+		}
+	}
+	return changed, nil
 }
 
 // setUserGroupsTx makes the user a member of exactly these groups, inside tx, and revokes
